@@ -1,0 +1,103 @@
+"""Process recorders that also keep the per-subject key table.
+
+Destroying a subject's key (crypto-shredding) happens in the same transaction
+as the ``DataSubject.Erased`` event: the application passes
+``shred=[(subject_id, generation), ...]`` to ``save()``, the event store hands
+it on to ``insert_events()`` and these recorders act on it before the events
+are inserted. Either both happen or neither does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+KEYS_TABLE = "kiroku_subject_keys"
+
+
+def postgres_keys_table(schema: str) -> Identifier:
+    return Identifier(schema, KEYS_TABLE)
+
+
+class KirokuPostgresRecorder(PostgresProcessRecorder):
+    """PostgreSQL process recorder with the subject key table."""
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        tracking_table_name: str = "notification_tracking",
+    ) -> None:
+        super().__init__(
+            datastore, events_table_name=events_table_name, tracking_table_name=tracking_table_name
+        )
+        table = postgres_keys_table(self.datastore.schema)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} ("
+                "subject_id uuid NOT NULL, "
+                "generation integer NOT NULL, "
+                "wrapped_key bytea, "
+                "created_at timestamptz NOT NULL DEFAULT now(), "
+                "destroyed_at timestamptz, "
+                "PRIMARY KEY (subject_id, generation))"
+            ).format(table=table)
+        )
+        self.shred_statement = SQL(
+            "INSERT INTO {table} (subject_id, generation, wrapped_key, destroyed_at) "
+            "VALUES (%s, %s, NULL, now()) "
+            "ON CONFLICT (subject_id, generation) DO UPDATE "
+            "SET wrapped_key = NULL, destroyed_at = COALESCE({table}.destroyed_at, now())"
+        ).format(table=table)
+
+    def _insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        shred: Sequence[tuple[UUID, int]] = kwargs.get("shred") or ()
+        for subject_id, generation in shred:
+            curs.execute(self.shred_statement, (subject_id, generation), prepare=True)
+        super()._insert_events(curs, stored_events, **kwargs)
+
+
+SQLITE_KEYS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
+    "subject_id TEXT NOT NULL, "
+    "generation INTEGER NOT NULL, "
+    "wrapped_key BLOB, "
+    "created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), "
+    "destroyed_at TEXT, "
+    "PRIMARY KEY (subject_id, generation))"
+)
+SQLITE_SHRED = (
+    f"INSERT INTO {KEYS_TABLE} (subject_id, generation, wrapped_key, destroyed_at) "
+    "VALUES (?, ?, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
+    "ON CONFLICT (subject_id, generation) DO UPDATE "
+    f"SET wrapped_key = NULL, destroyed_at = COALESCE({KEYS_TABLE}.destroyed_at, excluded.destroyed_at)"
+)
+
+
+class KirokuSQLiteRecorder(SQLiteProcessRecorder):
+    """SQLite process recorder with the subject key table."""
+
+    def __init__(self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), SQLITE_KEYS_DDL]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        shred: Sequence[tuple[UUID, int]] = kwargs.get("shred") or ()
+        for subject_id, generation in shred:
+            c.execute(SQLITE_SHRED, (subject_id.hex, generation))
+        return super()._insert_events(c, stored_events, **kwargs)
