@@ -1,0 +1,90 @@
+"""Subject ids from keyed hashes, causes, and settings read at start-up."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from domain.cause import Cause
+from domain.errors import InvalidCommand
+from domain.identity import SubjectKey, subject_id_for
+from kiroku.settings import Settings, SettingsError
+from tests.helpers import T0
+
+SECRET = b"s" * 32
+
+
+def test_one_person_lands_on_one_subject_whatever_the_spelling() -> None:
+    ids = {subject_id_for(SubjectKey.email(a), SECRET) for a in ["Taro@Example.JP", " taro@example.jp ", "ｔａｒｏ@example.jp"]}
+    assert len(ids) == 1
+
+
+def test_the_id_reveals_nothing_without_the_key() -> None:
+    key = SubjectKey.email("taro@example.jp")
+    subject_id = subject_id_for(key, SECRET)
+    assert subject_id != subject_id_for(key, b"t" * 32)
+    assert subject_id.version == 8
+    assert "taro" not in repr(key) and "taro" not in str(subject_id)
+
+
+def test_upstream_identifiers_and_emails_are_separate_keys() -> None:
+    assert subject_id_for(SubjectKey.upstream("acme", "acct-1"), SECRET) != subject_id_for(
+        SubjectKey.upstream("registrar", "acct-1"), SECRET
+    )
+
+
+@pytest.mark.parametrize("address", ["", "no-at-sign", "a@b", "two@@example.jp", "sp ace@example.jp"])
+def test_a_malformed_email_is_refused_without_echoing_it(address: str) -> None:
+    with pytest.raises(InvalidCommand) as refused:
+        SubjectKey.email(address)
+    if address:
+        assert address not in str(refused.value)
+
+
+def test_a_cause_needs_an_aware_time_and_an_actor() -> None:
+    with pytest.raises(InvalidCommand, match="time zone"):
+        Cause(actor="a", source_system="s", occurred_at=datetime(2024, 1, 1))
+    with pytest.raises(InvalidCommand, match="actor"):
+        Cause(actor=" ", source_system="s", occurred_at=T0)
+
+
+def test_embedded_default_creates_its_keys_once(tmp_path: Path) -> None:
+    first = Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path)})
+    second = Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path)})
+    assert first.database.backend == "sqlite"
+    assert first.master_key == second.master_key and len(first.master_key) == 32
+    assert (tmp_path / "master.key").stat().st_mode & 0o077 == 0
+
+
+def test_postgres_needs_explicit_keys() -> None:
+    with pytest.raises(SettingsError, match="KIROKU_MASTER_KEY"):
+        Settings.from_env({"DATABASE_URL": "postgresql://u@h/db"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        ({"KIROKU_DATABASE_URL": "postgresql://u@h/"}, "KIROKU_DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u@h:notaport/db"}, "DATABASE_URL"),
+        ({"KIROKU_MASTER_KEY": "not base64!"}, "KIROKU_MASTER_KEY"),
+        ({"KIROKU_MASTER_KEY": base64.b64encode(b"short").decode()}, "KIROKU_MASTER_KEY"),
+    ],
+)
+def test_a_bad_setting_is_named(environ: dict[str, str], named: str, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path), **environ})
+    assert str(refused.value).startswith(named)
+
+
+def test_the_password_never_appears_in_descriptions() -> None:
+    key = base64.b64encode(b"k" * 32).decode()
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://u:hunter2@h:5433/db?schema=x", "KIROKU_MASTER_KEY": key,
+         "KIROKU_PSEUDONYM_KEY": key}
+    )
+    assert settings.database.port == 5433 and settings.database.schema == "x"
+    assert "hunter2" not in settings.database.describe() and "hunter2" not in repr(settings)
