@@ -96,7 +96,7 @@ class Ledger(Application[UUID]):
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, cls):
@@ -105,7 +105,7 @@ class Ledger(Application[UUID]):
 
     def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
         try:
-            aggregate = self.repository.get(aggregate_id)
+            aggregate: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
         return aggregate if isinstance(aggregate, cls) else None
@@ -240,9 +240,7 @@ class Ledger(Application[UUID]):
     def certificate_record_id(source_system: str, record_ref: str) -> UUID:
         return deterministic_id("certificate-record", source_system, record_ref)
 
-    def _subjects_for(
-        self, keys: Iterable[SubjectKey], cause: Cause
-    ) -> dict[SubjectKey, DataSubject]:
+    def _subjects_for(self, keys: Iterable[SubjectKey], cause: Cause) -> dict[SubjectKey, DataSubject]:
         subjects: dict[SubjectKey, DataSubject] = {}
         for key in keys:
             if key in subjects:
@@ -404,7 +402,10 @@ class Ledger(Application[UUID]):
             if certificate_record_id is not None:
                 record = self._get(CertificateRecord, certificate_record_id, "certificate record")
                 for provided in resolved:
-                    if provided.subject_id is not None and (provided.subject_id, provided.item) not in record.items:
+                    if (
+                        provided.subject_id is not None
+                        and (provided.subject_id, provided.item) not in record.items
+                    ):
                         raise InvalidCommand(
                             f"item {provided.item} of subject {provided.subject_id} is not on the record",
                             Clause.PROVISION,
@@ -495,7 +496,12 @@ class Ledger(Application[UUID]):
         return self._execute(cause, "open_disclosure", args, work)
 
     def _on_disclosure(
-        self, request_id: UUID, command: str, args: Any, cause: Cause, act: Callable[[DisclosureRequest], None]
+        self,
+        request_id: UUID,
+        command: str,
+        args: Any,
+        cause: Cause,
+        act: Callable[[DisclosureRequest], None],
     ) -> CommandResult:
         def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
             request = self._get(DisclosureRequest, request_id, "disclosure request")
@@ -506,19 +512,30 @@ class Ledger(Application[UUID]):
 
     def request_identity_verification(self, request_id: UUID, *, method: str, cause: Cause) -> CommandResult:
         return self._on_disclosure(
-            request_id, "request_identity_verification", method, cause,
+            request_id,
+            "request_identity_verification",
+            method,
+            cause,
             lambda r: r.request_verification(method=method, cause=cause),
         )
 
     def record_identity_verified(self, request_id: UUID, *, evidence_ref: str, cause: Cause) -> CommandResult:
         return self._on_disclosure(
-            request_id, "record_identity_verified", evidence_ref, cause,
+            request_id,
+            "record_identity_verified",
+            evidence_ref,
+            cause,
             lambda r: r.record_verified(evidence_ref=evidence_ref, cause=cause),
         )
 
-    def record_identity_verification_failed(self, request_id: UUID, *, reason: str, cause: Cause) -> CommandResult:
+    def record_identity_verification_failed(
+        self, request_id: UUID, *, reason: str, cause: Cause
+    ) -> CommandResult:
         return self._on_disclosure(
-            request_id, "record_identity_verification_failed", reason, cause,
+            request_id,
+            "record_identity_verification_failed",
+            reason,
+            cause,
             lambda r: r.record_verification_failed(reason=reason, cause=cause),
         )
 
@@ -526,7 +543,10 @@ class Ledger(Application[UUID]):
         self, request_id: UUID, *, ground: DisclosureRefusalGround | str, explanation: str, cause: Cause
     ) -> CommandResult:
         return self._on_disclosure(
-            request_id, "refuse_disclosure", [str(ground), explanation], cause,
+            request_id,
+            "refuse_disclosure",
+            [str(ground), explanation],
+            cause,
             lambda r: r.refuse(ground=ground, explanation=explanation, cause=cause),
         )
 
@@ -574,7 +594,9 @@ class Ledger(Application[UUID]):
                 continue
             until = add_years(record.not_after, ISSUANCE_RECORD_RETENTION_YEARS)
             if until > moment:
-                holds.append(LegalHold("CA issuance record retention", until, f"certificate-record:{record_id}"))
+                holds.append(
+                    LegalHold("CA issuance record retention", until, f"certificate-record:{record_id}")
+                )
         return sorted(holds, key=lambda h: (h.until, h.reference))
 
     def carry_out_erasure(self, subject: SubjectKey | UUID, *, cause: Cause) -> CommandResult:
@@ -603,6 +625,8 @@ class Ledger(Application[UUID]):
     def disclosure_package(self, subject_id: UUID) -> dict[str, Any]:
         """All the subject's information: items (current and superseded), records, provisions."""
         subject = self._get(DataSubject, subject_id, "data subject")
-        records = [self._get(CertificateRecord, rid, "certificate record") for rid in subject.certificate_record_ids]
+        records = [
+            self._get(CertificateRecord, rid, "certificate record") for rid in subject.certificate_record_ids
+        ]
         provisions = [self._get(Provision, pid, "provision") for pid, _, _ in subject.provisions]
         return build_package(subject, records, provisions, self.cipher, self.clock())

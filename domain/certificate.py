@@ -145,6 +145,7 @@ class CertificateRecord(Aggregate):
 
     def __init__(
         self,
+        *,
         record_ref: str,
         channel: str,
         policy_version: str,
@@ -285,9 +286,9 @@ class CertificateRecord(Aggregate):
             else:
                 changes[field.value] = check_organisation(value)
         changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
-        if "organisation" in changes and self.validation == ValidationLevel.OV.value:
-            if not (changes["organisation"] and "name" in changes["organisation"]):
-                raise InvalidCommand("an OV certificate's information needs the organisation name")
+        org_change = changes.get("organisation", self.organisation)
+        if self.validation == ValidationLevel.OV.value and not (org_change and "name" in org_change):
+            raise InvalidCommand("an OV certificate's information needs the organisation name")
         subjects = {s for s, _ in self.items}
         for sealed in personal_changes:
             if sealed.subject_id not in subjects:
@@ -331,7 +332,9 @@ class CertificateRecord(Aggregate):
         if self.revoked_at is not None:
             raise InvalidTransition("the certificate is already revoked")
         if reason not in _REVOCATION_REASONS:
-            raise InvalidCommand(f"unknown revocation reason; expected one of {', '.join(sorted(_REVOCATION_REASONS))}")
+            raise InvalidCommand(
+                f"unknown revocation reason; expected one of {', '.join(sorted(_REVOCATION_REASONS))}"
+            )
         if not isinstance(revoked_at, datetime) or revoked_at.tzinfo is None:
             raise InvalidCommand("revoked_at must be a datetime with a time zone")
         self.trigger_event(self.Revoked, reason=reason, revoked_at=revoked_at, cause=cause)

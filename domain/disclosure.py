@@ -98,7 +98,9 @@ class DisclosureRequest(Aggregate):
             fmt = DisclosureFormat(requested_format)
         except ValueError:
             allowed = ", ".join(f.value for f in DisclosureFormat)
-            raise InvalidCommand(f"unknown disclosure format; expected one of {allowed}", Clause.DISCLOSURE) from None
+            raise InvalidCommand(
+                f"unknown disclosure format; expected one of {allowed}", Clause.DISCLOSURE
+            ) from None
         if not isinstance(due_at, datetime) or due_at.tzinfo is None:
             raise InvalidCommand("a disclosure request needs a due date with a time zone", Clause.DISCLOSURE)
         if due_at <= cause.occurred_at:
@@ -161,7 +163,9 @@ class DisclosureRequest(Aggregate):
             checked = DisclosureRefusalGround(ground)
         except ValueError:
             allowed = ", ".join(g.value for g in DisclosureRefusalGround)
-            raise InvalidCommand(f"unknown refusal ground; expected one of {allowed}", Clause.DISCLOSURE) from None
+            raise InvalidCommand(
+                f"unknown refusal ground; expected one of {allowed}", Clause.DISCLOSURE
+            ) from None
         if checked is DisclosureRefusalGround.IDENTITY_NOT_VERIFIED and self.state == VERIFIED:
             raise InvalidTransition("the requester's identity was verified", Clause.DISCLOSURE)
         if not isinstance(explanation, str) or not explanation.strip():

@@ -18,14 +18,14 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
-def _record_part(record: CertificateRecord, subject: DataSubject, cipher: PersonalDataCipher, now: datetime) -> dict[str, Any]:
-    mine = sorted(
-        (s for (sid, _), s in record.items.items() if sid == subject.id), key=lambda s: s.kind
-    )
+def _record_part(
+    record: CertificateRecord, subject: DataSubject, cipher: PersonalDataCipher, now: datetime
+) -> dict[str, Any]:
+    mine = sorted((s for (sid, _), s in record.items.items() if sid == subject.id), key=lambda s: s.kind)
     previous = [(at, s) for at, s in record.superseded if s.subject_id == subject.id]
     opened = cipher.open_many([*mine, *(s for _, s in previous)])
     current = opened[: len(mine)]
-    old = opened[len(mine):]
+    old = opened[len(mine) :]
     return {
         "record_id": str(record.id),
         "record_ref": record.record_ref,
@@ -59,7 +59,9 @@ def _provision_part(provision: Provision, subject: DataSubject) -> dict[str, Any
         "recipient": dict(provision.recipient),
         "foreign_recipient": provision.foreign,
         "items": sorted(i["item"] for i in provision.items if i.get("subject_id") == subject.id),
-        "certificate_record_id": str(provision.certificate_record_id) if provision.certificate_record_id else None,
+        "certificate_record_id": str(provision.certificate_record_id)
+        if provision.certificate_record_id
+        else None,
         "unspecified_many": provision.unspecified_many,
         "ct_log": (
             {"log_id": provision.ct_log["log_id"], "logged_at": _iso(provision.ct_log["logged_at"])}
@@ -104,4 +106,3 @@ def package_digest(package: dict[str, Any]) -> str:
     """SHA-256 of the package's canonical JSON: what was handed over, without storing it again."""
     canonical = json.dumps(package, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-

@@ -118,5 +118,7 @@ class PersonalDataCipher:
             plain = AESGCM(key).decrypt(nonce, body, _aad(sealed.subject_id, sealed.generation, sealed.kind))
         except InvalidTag:
             # Tampered ciphertext (§8): a reader must not get a wrong value silently.
-            raise ValueError(f"sealed {sealed.kind} of subject {sealed.subject_id} failed authentication") from None
+            raise ValueError(
+                f"sealed {sealed.kind} of subject {sealed.subject_id} failed authentication"
+            ) from None
         return plain.decode()

@@ -35,7 +35,9 @@ def _check_aware(name: str, value: object) -> datetime:
     return value
 
 
-def _check_catalogue(purposes: Mapping[str, str], channels: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+def _check_catalogue(
+    purposes: Mapping[str, str], channels: Sequence[str]
+) -> tuple[dict[str, str], list[str]]:
     if not purposes:
         raise InvalidCommand("a policy version needs at least one purpose", Clause.PURPOSES)
     checked: dict[str, str] = {}

@@ -34,7 +34,9 @@ class Recipient:
     def check(self) -> Recipient:
         for field, value in (("identifier", self.recipient_id), ("name", self.name)):
             if not isinstance(value, str) or not value.strip() or len(value) > 200:
-                raise InvalidCommand(f"a provision needs a recipient {field} of 1-200 characters", Clause.PROVISION)
+                raise InvalidCommand(
+                    f"a provision needs a recipient {field} of 1-200 characters", Clause.PROVISION
+                )
         if not isinstance(self.country, str) or not _COUNTRY.match(self.country):
             raise InvalidCommand("a recipient's country must be an ISO 3166 alpha-2 code", Clause.PROVISION)
         return Recipient(self.recipient_id.strip(), self.name.strip(), self.country)
@@ -86,6 +88,7 @@ class Provision(Aggregate):
 
     def __init__(
         self,
+        *,
         category: str,
         legal_ground: str | None,
         recipient: dict[str, Any],
@@ -190,7 +193,9 @@ def _check_ground(category: ProvisionCategory, legal_ground: LegalGround | str |
 def _check_items(items: Sequence[ProvidedItem]) -> list[dict[str, Any]]:
     if not items:
         raise InvalidCommand("a provision needs the items provided", Clause.PROVISION)
-    allowed = {k.value for k in PersonalItemKind} | {f.value for f in CertificateField} | {"serial", "validity"}
+    allowed = (
+        {k.value for k in PersonalItemKind} | {f.value for f in CertificateField} | {"serial", "validity"}
+    )
     checked: list[dict[str, Any]] = []
     for item in items:
         if item.item not in allowed:

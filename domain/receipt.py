@@ -34,8 +34,14 @@ class UpstreamReceipt(Aggregate):
 
     @classmethod
     def applied(
-        cls, *, source_system: str, upstream_event_id: str, command: str, fingerprint: str,
-        result_id: UUID | None, cause: Cause,
+        cls,
+        *,
+        source_system: str,
+        upstream_event_id: str,
+        command: str,
+        fingerprint: str,
+        result_id: UUID | None,
+        cause: Cause,
     ) -> UpstreamReceipt:
         return cls._create(
             cls.Applied,

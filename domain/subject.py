@@ -164,7 +164,9 @@ class DataSubject(Aggregate):
             raise InvalidTransition(f"stop request {request_id} was already decided", Clause.STOP_PROVISION)
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidCommand("a stop decision needs a reason", Clause.STOP_PROVISION)
-        irrevocable = [pid for pid, category, _ in self.provisions if category == ProvisionCategory.CT_LOG.value]
+        irrevocable = [
+            pid for pid, category, _ in self.provisions if category == ProvisionCategory.CT_LOG.value
+        ]
         self.trigger_event(
             self.StopDecided,
             request_id=request_id,

@@ -21,8 +21,13 @@ def _prepare_postgres(settings: Settings) -> None:
     db = settings.database
     try:
         with psycopg.connect(
-            host=db.host, port=db.port, dbname=db.dbname, user=db.user, password=db.password,
-            connect_timeout=5, autocommit=True,
+            host=db.host,
+            port=db.port,
+            dbname=db.dbname,
+            user=db.user,
+            password=db.password,
+            connect_timeout=5,
+            autocommit=True,
         ) as conn:
             if db.schema:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))

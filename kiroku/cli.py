@@ -7,7 +7,6 @@ import logging
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import demo_clock, run_demo

@@ -81,25 +81,35 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "version 2023-04 published (operators C1, terms C3, announced C4)",
         lambda: ledger.publish_policy(
-            version="2023-04", effective_from=start - timedelta(days=600),
-            announced_at=start - timedelta(days=630), purposes=PURPOSES, channels=["C1", "C3", "C4"],
+            version="2023-04",
+            effective_from=start - timedelta(days=600),
+            announced_at=start - timedelta(days=630),
+            purposes=PURPOSES,
+            channels=["C1", "C3", "C4"],
             cause=demo.cause("compliance", "officer:sato"),
         ),
     )
     demo.step(
         "revision 2024-04 inserts the ACME channel C2, purposes unchanged",
         lambda: ledger.publish_policy(
-            version="2024-04", effective_from=start - timedelta(days=300),
-            announced_at=start - timedelta(days=330), purposes=PURPOSES,
-            channels=["C1", "C2", "C3", "C4"], cause=demo.cause("compliance", "officer:sato"),
+            version="2024-04",
+            effective_from=start - timedelta(days=300),
+            announced_at=start - timedelta(days=330),
+            purposes=PURPOSES,
+            channels=["C1", "C2", "C3", "C4"],
+            cause=demo.cause("compliance", "officer:sato"),
         ),
     )
     changed = dict(PURPOSES, P5="research, including selling data")
     demo.step(
         "a revision changing P5 without a justification",
         lambda: ledger.publish_policy(
-            version="2025-01", effective_from=start + timedelta(days=30), announced_at=start,
-            purposes=changed, channels=["C1", "C2"], cause=demo.cause("compliance", "officer:sato"),
+            version="2025-01",
+            effective_from=start + timedelta(days=30),
+            announced_at=start,
+            purposes=changed,
+            channels=["C1", "C2"],
+            cause=demo.cause("compliance", "officer:sato"),
         ),
     )
 
@@ -109,9 +119,18 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     ov = demo.step(
         "OV application through a designated operator (C1): applicant and a contact",
         lambda: ledger.collect(
-            record_ref="app-2024-0001", channel="C1", purposes=["P1", "P2", "P3", "P4"],
-            certificate=CertificateIdentity("www.example.co.jp", ["www.example.co.jp", "example.co.jp"], "OV"),
-            organisation={"name": "株式会社エグザンプル", "locality": "千代田区", "state": "東京都", "country": "JP"},
+            record_ref="app-2024-0001",
+            channel="C1",
+            purposes=["P1", "P2", "P3", "P4"],
+            certificate=CertificateIdentity(
+                "www.example.co.jp", ["www.example.co.jp", "example.co.jp"], "OV"
+            ),
+            organisation={
+                "name": "株式会社エグザンプル",
+                "locality": "千代田区",
+                "state": "東京都",
+                "country": "JP",
+            },
             personal_items=[
                 PersonalItemInput(taro, "name", "山田 太郎"),
                 PersonalItemInput(taro, "email", "taro.yamada@example.co.jp"),
@@ -126,7 +145,9 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     acme = demo.step(
         "DV certificate through the ACME server (C2), account contact",
         lambda: ledger.collect(
-            record_ref="acme-order-88", channel="C2", purposes=["P1", "P3", "P4"],
+            record_ref="acme-order-88",
+            channel="C2",
+            purposes=["P1", "P3", "P4"],
             certificate=CertificateIdentity("shop.example.com", ["shop.example.com"], "DV"),
             personal_items=[PersonalItemInput(alice, "email", "alice@example.com")],
             cause=demo.cause("acme", "acme-server"),
@@ -137,7 +158,10 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "the OV certificate is issued",
         lambda: ledger.record_issuance(
-            ov_id, serial="04:a3:9f:11", not_before=clock.now, not_after=clock.now + timedelta(days=397),
+            ov_id,
+            serial="04:a3:9f:11",
+            not_before=clock.now,
+            not_after=clock.now + timedelta(days=397),
             cause=demo.cause("registrar", "ca-issuer"),
         ),
     )
@@ -146,21 +170,27 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "the ACME server corrects the operator-collected record",
         lambda: ledger.correct(
-            ov_id, channel="C2", personal_changes=[PersonalItemInput(taro, "phone", "+81-3-9999-0000")],
+            ov_id,
+            channel="C2",
+            personal_changes=[PersonalItemInput(taro, "phone", "+81-3-9999-0000")],
             cause=demo.cause("acme", "acme-server"),
         ),
     )
     demo.step(
         "the designated operator corrects Taro's phone number",
         lambda: ledger.correct(
-            ov_id, channel="C1", personal_changes=[PersonalItemInput(taro, "phone", "+81-3-9999-0000")],
+            ov_id,
+            channel="C1",
+            personal_changes=[PersonalItemInput(taro, "phone", "+81-3-9999-0000")],
             cause=demo.cause("registrar", "operator:reseller-7"),
         ),
     )
     demo.step(
         "the ACME server updates the contact of its own account",
         lambda: ledger.correct(
-            acme_id, channel="C2", personal_changes=[PersonalItemInput(alice, "email", "alice@shop.example.com")],
+            acme_id,
+            channel="C2",
+            personal_changes=[PersonalItemInput(alice, "email", "alice@shop.example.com")],
             cause=demo.cause("acme", "acme-server"),
         ),
     )
@@ -171,16 +201,23 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "4.1 to the managing designated operator",
         lambda: ledger.record_provision(
-            category="4.1", recipient=operator, certificate_record_id=ov_id,
-            items=[ProvidedItemInput("name", taro), ProvidedItemInput("email", taro),
-                   ProvidedItemInput("common_name")],
+            category="4.1",
+            recipient=operator,
+            certificate_record_id=ov_id,
+            items=[
+                ProvidedItemInput("name", taro),
+                ProvidedItemInput("email", taro),
+                ProvidedItemInput("common_name"),
+            ],
             cause=demo.cause("registrar", "operator-interface"),
         ),
     )
     demo.step(
         "4.4 pre-certificate to a CT log abroad",
         lambda: ledger.record_provision(
-            category="4.4", recipient=ct_log, certificate_record_id=ov_id,
+            category="4.4",
+            recipient=ct_log,
+            certificate_record_id=ov_id,
             items=[ProvidedItemInput("name", taro), ProvidedItemInput("common_name")],
             ct_submission=CtSubmission("argon2025", clock.now),
             cause=demo.cause("acme", "ct-submitter"),
@@ -190,18 +227,29 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "4.3 to an authority without naming the legal ground",
         lambda: ledger.record_provision(
-            category="4.3", recipient=police, items=[ProvidedItemInput("name", taro)],
+            category="4.3",
+            recipient=police,
+            items=[ProvidedItemInput("name", taro)],
             cause=demo.cause("compliance", "officer:sato"),
         ),
     )
 
     say("\n5. Stop of third-party provision (§11)")
-    demo.step("Taro asks to stop third-party provision",
-              lambda: ledger.request_stop(taro, request_id="stop-1", cause=demo.cause("compliance", "officer:sato")))
+    demo.step(
+        "Taro asks to stop third-party provision",
+        lambda: ledger.request_stop(
+            taro, request_id="stop-1", cause=demo.cause("compliance", "officer:sato")
+        ),
+    )
     decided = demo.step(
         "the request is accepted",
-        lambda: ledger.decide_stop(taro, request_id="stop-1", accepted=True,
-                                   reason="request of the data subject", cause=demo.cause("compliance", "officer:sato")),
+        lambda: ledger.decide_stop(
+            taro,
+            request_id="stop-1",
+            accepted=True,
+            reason="request of the data subject",
+            cause=demo.cause("compliance", "officer:sato"),
+        ),
     )
     if decided is not None:
         request = ledger.data_subject(taro).stop_requests["stop-1"]
@@ -209,44 +257,73 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "4.1 to the operator again",
         lambda: ledger.record_provision(
-            category="4.1", recipient=operator, certificate_record_id=ov_id,
-            items=[ProvidedItemInput("phone", taro)], cause=demo.cause("registrar", "operator-interface"),
+            category="4.1",
+            recipient=operator,
+            certificate_record_id=ov_id,
+            items=[ProvidedItemInput("phone", taro)],
+            cause=demo.cause("registrar", "operator-interface"),
         ),
     )
     demo.step(
         "4.3 under a court order (4.3.1) is still possible",
         lambda: ledger.record_provision(
-            category="4.3", legal_ground="4.3.1", recipient=police, items=[ProvidedItemInput("name", taro)],
+            category="4.3",
+            legal_ground="4.3.1",
+            recipient=police,
+            items=[ProvidedItemInput("name", taro)],
             cause=demo.cause("compliance", "officer:sato"),
         ),
     )
 
     say("\n6. Disclosure (§7)")
-    opened = demo.step("Taro asks to see all of his information",
-                       lambda: ledger.open_disclosure(taro, requested_format="json",
-                                                      cause=demo.cause("compliance", "officer:sato")))
+    opened = demo.step(
+        "Taro asks to see all of his information",
+        lambda: ledger.open_disclosure(
+            taro, requested_format="json", cause=demo.cause("compliance", "officer:sato")
+        ),
+    )
     assert opened is not None and opened.id is not None
     request_id = opened.id
-    demo.step("fulfilling before identity is verified",
-              lambda: ledger.fulfil_disclosure(request_id, cause=demo.cause("compliance", "officer:sato"))[0])
-    demo.step("identity documents requested",
-              lambda: ledger.request_identity_verification(request_id, method="copy of driving licence",
-                                                           cause=demo.cause("compliance", "officer:sato")))
-    demo.step("identity verified",
-              lambda: ledger.record_identity_verified(request_id, evidence_ref="case-2024-77",
-                                                      cause=demo.cause("compliance", "officer:sato")))
+    demo.step(
+        "fulfilling before identity is verified",
+        lambda: ledger.fulfil_disclosure(request_id, cause=demo.cause("compliance", "officer:sato"))[0],
+    )
+    demo.step(
+        "identity documents requested",
+        lambda: ledger.request_identity_verification(
+            request_id, method="copy of driving licence", cause=demo.cause("compliance", "officer:sato")
+        ),
+    )
+    demo.step(
+        "identity verified",
+        lambda: ledger.record_identity_verified(
+            request_id, evidence_ref="case-2024-77", cause=demo.cause("compliance", "officer:sato")
+        ),
+    )
     result, package = ledger.fulfil_disclosure(request_id, cause=demo.cause("compliance", "officer:sato"))
-    say(f"  ✓ fulfilled at position {result.position}: {len(package['records'])} record(s), "
-        f"{sum(len(r['items']) for r in package['records'])} item(s), {len(package['provisions'])} provision record(s)")
+    item_count = sum(len(r["items"]) for r in package["records"])
+    say(
+        f"  ✓ fulfilled at position {result.position}: {len(package['records'])} record(s), "
+        f"{item_count} item(s), {len(package['provisions'])} provision record(s)"
+    )
 
     say("\n7. Erasure (crypto-shredding)")
-    demo.step("Alice asks for erasure", lambda: ledger.request_erasure(alice, cause=demo.cause("compliance", "officer:sato")))
-    demo.step("carry it out now", lambda: ledger.carry_out_erasure(alice, cause=demo.cause("compliance", "officer:sato")))
+    demo.step(
+        "Alice asks for erasure",
+        lambda: ledger.request_erasure(alice, cause=demo.cause("compliance", "officer:sato")),
+    )
+    demo.step(
+        "carry it out now",
+        lambda: ledger.carry_out_erasure(alice, cause=demo.cause("compliance", "officer:sato")),
+    )
     for hold in ledger.legal_holds(ledger.subject_id(alice)):
         say(f"    hold: {hold.reason} until {hold.until.date().isoformat()}")
     clock.now = start + timedelta(days=365 * 4)
     say(f"  … time passes: it is now {clock.now.date().isoformat()}")
-    demo.step("carry it out now", lambda: ledger.carry_out_erasure(alice, cause=demo.cause("compliance", "officer:sato")))
+    demo.step(
+        "carry it out now",
+        lambda: ledger.carry_out_erasure(alice, cause=demo.cause("compliance", "officer:sato")),
+    )
     record = ledger.certificate_record(acme_id)
     values = ledger.cipher.open_many(record.items.values())
     say(f"    the ACME record still loads; Alice's items now read: {', '.join(str(v) for v in values)}")
@@ -257,9 +334,18 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
     demo.step(
         "the operator's application message delivered again",
         lambda: ledger.collect(
-            record_ref="app-2024-0001", channel="C1", purposes=["P1", "P2", "P3", "P4"],
-            certificate=CertificateIdentity("www.example.co.jp", ["www.example.co.jp", "example.co.jp"], "OV"),
-            organisation={"name": "株式会社エグザンプル", "locality": "千代田区", "state": "東京都", "country": "JP"},
+            record_ref="app-2024-0001",
+            channel="C1",
+            purposes=["P1", "P2", "P3", "P4"],
+            certificate=CertificateIdentity(
+                "www.example.co.jp", ["www.example.co.jp", "example.co.jp"], "OV"
+            ),
+            organisation={
+                "name": "株式会社エグザンプル",
+                "locality": "千代田区",
+                "state": "東京都",
+                "country": "JP",
+            },
             personal_items=[
                 PersonalItemInput(taro, "name", "山田 太郎"),
                 PersonalItemInput(taro, "email", "taro.yamada@example.co.jp"),
@@ -268,8 +354,13 @@ def run_demo(ledger: Ledger, clock: DemoClock, out: TextIO) -> None:  # noqa: PL
                 PersonalItemInput(alice, "name", "Alice Smith"),
                 PersonalItemInput(alice, "email", "alice@example.com"),
             ],
-            cause=Cause(actor="operator:reseller-7", source_system="registrar", occurred_at=start,
-                        upstream_event_id="demo-4", correlation_id="demo-run-004"),
+            cause=Cause(
+                actor="operator:reseller-7",
+                source_system="registrar",
+                occurred_at=start,
+                upstream_event_id="demo-4",
+                correlation_id="demo-run-004",
+            ),
         ),
     )
     say(f"\n{ledger.recorder.max_notification_id()} events recorded.")

@@ -139,7 +139,10 @@ class Settings:
         name = "KIROKU_DATABASE_URL" if env.get("KIROKU_DATABASE_URL") else "DATABASE_URL"
         database = parse_database_url(url, data_dir=data_dir, setting=name)
         keys: dict[str, bytes] = {}
-        for setting, filename in (("KIROKU_MASTER_KEY", "master.key"), ("KIROKU_PSEUDONYM_KEY", "pseudonym.key")):
+        for setting, filename in (
+            ("KIROKU_MASTER_KEY", "master.key"),
+            ("KIROKU_PSEUDONYM_KEY", "pseudonym.key"),
+        ):
             value = env.get(setting)
             if value:
                 keys[setting] = _decode_key(setting, value)

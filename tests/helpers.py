@@ -35,7 +35,9 @@ def fresh_upstream_id() -> str:
     return "evt-" + uuid4().hex
 
 
-def policy_version(channels: list[str] | None = None, purposes: dict[str, str] | None = None) -> PolicyVersion:
+def policy_version(
+    channels: list[str] | None = None, purposes: dict[str, str] | None = None
+) -> PolicyVersion:
     return PolicyVersion(
         version="v-test",
         effective_from=T0 - timedelta(days=365),

@@ -84,7 +84,9 @@ class PostgresKeyRing:
             row = curs.fetchone()
             if row is None:
                 key = AESGCM.generate_key(256)
-                curs.execute(self._insert, (subject_id, generation, self.wrapper.wrap(subject_id, generation, key)))
+                curs.execute(
+                    self._insert, (subject_id, generation, self.wrapper.wrap(subject_id, generation, key))
+                )
                 curs.execute(self._select_one, (subject_id, generation))
                 row = curs.fetchone()
         assert row is not None

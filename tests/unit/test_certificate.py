@@ -13,7 +13,9 @@ from domain.personal import Sealed
 from tests.helpers import T0, cause, policy_version, sealed
 
 
-def collected(channel: str = "C1", items: list[Sealed] | None = None, validation: str = "DV") -> CertificateRecord:
+def collected(
+    channel: str = "C1", items: list[Sealed] | None = None, validation: str = "DV"
+) -> CertificateRecord:
     return CertificateRecord.collect(
         record_id=uuid4(),
         record_ref="ref-1",
@@ -37,9 +39,15 @@ def test_collection_binds_channel_policy_version_and_purposes() -> None:
 def test_collection_through_a_channel_the_policy_version_lacks_is_refused() -> None:
     with pytest.raises(PolicyViolation) as refused:
         CertificateRecord.collect(
-            record_id=uuid4(), record_ref="r", channel="C2", policy=policy_version(channels=["C1"]),
-            purposes=["P1"], certificate=CertificateIdentity("a.example", [], "DV"),
-            organisation=None, items=[], cause=cause(),
+            record_id=uuid4(),
+            record_ref="r",
+            channel="C2",
+            policy=policy_version(channels=["C1"]),
+            purposes=["P1"],
+            certificate=CertificateIdentity("a.example", [], "DV"),
+            organisation=None,
+            items=[],
+            cause=cause(),
         )
     assert refused.value.clause == "§5"
 
@@ -47,9 +55,15 @@ def test_collection_through_a_channel_the_policy_version_lacks_is_refused() -> N
 def test_collection_for_a_purpose_outside_the_policy_is_refused() -> None:
     with pytest.raises(PolicyViolation) as refused:
         CertificateRecord.collect(
-            record_id=uuid4(), record_ref="r", channel="C1", policy=policy_version(purposes={"P1": "x"}),
-            purposes=["P1", "P7"], certificate=CertificateIdentity("a.example", [], "DV"),
-            organisation=None, items=[], cause=cause(),
+            record_id=uuid4(),
+            record_ref="r",
+            channel="C1",
+            policy=policy_version(purposes={"P1": "x"}),
+            purposes=["P1", "P7"],
+            certificate=CertificateIdentity("a.example", [], "DV"),
+            organisation=None,
+            items=[],
+            cause=cause(),
         )
     assert refused.value.clause == "§2"
     assert "P7" in str(refused.value)
@@ -58,9 +72,15 @@ def test_collection_for_a_purpose_outside_the_policy_is_refused() -> None:
 def test_an_ov_record_needs_the_organisation_name() -> None:
     with pytest.raises(InvalidCommand, match="organisation name"):
         CertificateRecord.collect(
-            record_id=uuid4(), record_ref="r", channel="C1", policy=policy_version(), purposes=["P1"],
-            certificate=CertificateIdentity("a.example", [], "OV"), organisation={"country": "JP"},
-            items=[], cause=cause(),
+            record_id=uuid4(),
+            record_ref="r",
+            channel="C1",
+            policy=policy_version(),
+            purposes=["P1"],
+            certificate=CertificateIdentity("a.example", [], "OV"),
+            organisation={"country": "JP"},
+            items=[],
+            cause=cause(),
         )
 
 
@@ -73,8 +93,12 @@ def test_a_subject_item_kind_appears_once_per_record() -> None:
 @pytest.mark.parametrize("record_channel", ["C1", "C2", "C3", "C4"])
 def test_a_designated_operator_may_correct_any_record(record_channel: str) -> None:
     record = collected(channel=record_channel)
-    record.correct(channel="C1", certificate_changes={"common_name": "new.example.jp"}, personal_changes=[],
-                   cause=cause())
+    record.correct(
+        channel="C1",
+        certificate_changes={"common_name": "new.example.jp"},
+        personal_changes=[],
+        cause=cause(),
+    )
     event = record.pending_events[-1]
     assert isinstance(event, CertificateRecord.Corrected)
     assert (event.channel, event.changed) == ("C1", ["common_name"])
@@ -94,8 +118,9 @@ def test_the_acme_server_may_not_correct_other_records(record_channel: str) -> N
     record = collected(channel=record_channel)
     version = record.version
     with pytest.raises(PolicyViolation) as refused:
-        record.correct(channel="C2", certificate_changes={"common_name": "x.example"}, personal_changes=[],
-                       cause=cause())
+        record.correct(
+            channel="C2", certificate_changes={"common_name": "x.example"}, personal_changes=[], cause=cause()
+        )
     assert refused.value.clause == "§6"
     assert record.version == version and record.common_name == "www.example.jp"
 
@@ -104,16 +129,24 @@ def test_the_acme_server_may_not_correct_other_records(record_channel: str) -> N
 def test_other_channels_are_not_correction_channels(channel: str) -> None:
     record = collected(channel=channel)
     with pytest.raises(PolicyViolation) as refused:
-        record.correct(channel=channel, certificate_changes={"common_name": "x.example"}, personal_changes=[],
-                       cause=cause())
+        record.correct(
+            channel=channel,
+            certificate_changes={"common_name": "x.example"},
+            personal_changes=[],
+            cause=cause(),
+        )
     assert refused.value.clause == "§6"
 
 
 def test_a_correction_must_change_something() -> None:
     record = collected()
     with pytest.raises(InvalidCommand, match="changes nothing"):
-        record.correct(channel="C1", certificate_changes={"common_name": "www.example.jp"},
-                       personal_changes=[], cause=cause())
+        record.correct(
+            channel="C1",
+            certificate_changes={"common_name": "www.example.jp"},
+            personal_changes=[],
+            cause=cause(),
+        )
 
 
 def test_a_correction_changes_only_subjects_on_the_record() -> None:

@@ -14,7 +14,10 @@ from tests.helpers import T0, cause
 
 def received() -> DisclosureRequest:
     return DisclosureRequest.receive(
-        request_id=uuid4(), subject_id=uuid4(), due_at=T0 + timedelta(days=14), requested_format="csv",
+        request_id=uuid4(),
+        subject_id=uuid4(),
+        due_at=T0 + timedelta(days=14),
+        requested_format="csv",
         cause=cause(),
     )
 
@@ -38,7 +41,9 @@ def test_a_failed_verification_may_be_retried_or_refused() -> None:
     request.record_verification_failed(reason="documents illegible", cause=cause())
     request.request_verification(method="in person", cause=cause())
     request.record_verification_failed(reason="did not attend", cause=cause())
-    request.refuse(ground="identity-not-verified", explanation="identity could not be confirmed", cause=cause())
+    request.refuse(
+        ground="identity-not-verified", explanation="identity could not be confirmed", cause=cause()
+    )
     assert request.state == "refused"
     with pytest.raises(InvalidTransition):
         request.request_verification(method="again", cause=cause())
@@ -73,8 +78,13 @@ def test_overdue_only_while_open() -> None:
 )
 def test_a_malformed_request_is_refused(fmt: str, due_days: int, message: str) -> None:
     with pytest.raises(InvalidCommand, match=message):
-        DisclosureRequest.receive(request_id=uuid4(), subject_id=uuid4(), due_at=T0 + timedelta(days=due_days),
-                                  requested_format=fmt, cause=cause())
+        DisclosureRequest.receive(
+            request_id=uuid4(),
+            subject_id=uuid4(),
+            due_at=T0 + timedelta(days=due_days),
+            requested_format=fmt,
+            cause=cause(),
+        )
 
 
 def test_a_refusal_needs_a_known_ground_and_an_explanation() -> None:

@@ -18,7 +18,10 @@ SECRET = b"s" * 32
 
 
 def test_one_person_lands_on_one_subject_whatever_the_spelling() -> None:
-    ids = {subject_id_for(SubjectKey.email(a), SECRET) for a in ["Taro@Example.JP", " taro@example.jp ", "ｔａｒｏ@example.jp"]}
+    ids = {
+        subject_id_for(SubjectKey.email(a), SECRET)
+        for a in ["Taro@Example.JP", " taro@example.jp ", "ｔａｒｏ@example.jp"]
+    }
     assert len(ids) == 1
 
 
@@ -83,8 +86,11 @@ def test_a_bad_setting_is_named(environ: dict[str, str], named: str, tmp_path: P
 def test_the_password_never_appears_in_descriptions() -> None:
     key = base64.b64encode(b"k" * 32).decode()
     settings = Settings.from_env(
-        {"DATABASE_URL": "postgresql://u:hunter2@h:5433/db?schema=x", "KIROKU_MASTER_KEY": key,
-         "KIROKU_PSEUDONYM_KEY": key}
+        {
+            "DATABASE_URL": "postgresql://u:hunter2@h:5433/db?schema=x",
+            "KIROKU_MASTER_KEY": key,
+            "KIROKU_PSEUDONYM_KEY": key,
+        }
     )
     assert settings.database.port == 5433 and settings.database.schema == "x"
     assert "hunter2" not in settings.database.describe() and "hunter2" not in repr(settings)

@@ -64,7 +64,7 @@ def test_4_3_with_a_ground_needs_no_art_29_record() -> None:
 @pytest.mark.parametrize("category", ["4.1", "4.2", "4.4"])
 def test_a_legal_ground_is_refused_outside_4_3(category: str) -> None:
     ct = CtSubmission("log", T0) if category == "4.4" else None
-    with pytest.raises(InvalidCommand, match="only to provisions under 4.3"):
+    with pytest.raises(InvalidCommand, match=r"only to provisions under 4\.3"):
         record(category=category, legal_ground="4.3.1", ct_submission=ct)
 
 
@@ -89,7 +89,7 @@ def test_4_4_needs_the_log_and_its_timestamp() -> None:
 
 
 def test_a_ct_log_belongs_only_to_4_4() -> None:
-    with pytest.raises(InvalidCommand, match="only a provision under 4.4"):
+    with pytest.raises(InvalidCommand, match=r"only a provision under 4\.4"):
         record(ct_submission=CtSubmission("log", T0))
 
 

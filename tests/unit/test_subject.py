@@ -26,15 +26,20 @@ def stopped(data_subject: DataSubject) -> DataSubject:
 def test_after_an_accepted_stop_4_1_is_refused() -> None:
     data_subject = stopped(subject())
     with pytest.raises(PolicyViolation) as refused:
-        data_subject.note_provision(provision_id=uuid4(), category=ProvisionCategory.MANAGING_OPERATOR,
-                                    retention_until=None, cause=cause())
+        data_subject.note_provision(
+            provision_id=uuid4(),
+            category=ProvisionCategory.MANAGING_OPERATOR,
+            retention_until=None,
+            cause=cause(),
+        )
     assert refused.value.clause == "§11"
 
 
 def test_after_an_accepted_stop_4_3_remains_possible() -> None:
     data_subject = stopped(subject())
-    data_subject.note_provision(provision_id=uuid4(), category=ProvisionCategory.LEGAL,
-                                retention_until=None, cause=cause())
+    data_subject.note_provision(
+        provision_id=uuid4(), category=ProvisionCategory.LEGAL, retention_until=None, cause=cause()
+    )
     assert data_subject.provisions[-1][1] == "4.3"
 
 
@@ -43,23 +48,32 @@ def test_a_refused_stop_changes_nothing_for_provision() -> None:
     data_subject.request_stop(request_id="s1", cause=cause())
     data_subject.decide_stop(request_id="s1", accepted=False, reason="not the data subject", cause=cause())
     assert not data_subject.provision_stopped
-    data_subject.note_provision(provision_id=uuid4(), category=ProvisionCategory.MANAGING_OPERATOR,
-                                retention_until=None, cause=cause())
+    data_subject.note_provision(
+        provision_id=uuid4(),
+        category=ProvisionCategory.MANAGING_OPERATOR,
+        retention_until=None,
+        cause=cause(),
+    )
 
 
 def test_a_pending_stop_does_not_yet_stop_provision() -> None:
     data_subject = subject()
     data_subject.request_stop(request_id="s1", cause=cause())
-    data_subject.note_provision(provision_id=uuid4(), category=ProvisionCategory.MANAGING_OPERATOR,
-                                retention_until=None, cause=cause())
+    data_subject.note_provision(
+        provision_id=uuid4(),
+        category=ProvisionCategory.MANAGING_OPERATOR,
+        retention_until=None,
+        cause=cause(),
+    )
     assert not data_subject.provision_stopped
 
 
 def test_an_accepted_stop_says_ct_submissions_cannot_be_recalled() -> None:
     data_subject = subject()
     ct = uuid4()
-    data_subject.note_provision(provision_id=ct, category=ProvisionCategory.CT_LOG,
-                                retention_until=None, cause=cause())
+    data_subject.note_provision(
+        provision_id=ct, category=ProvisionCategory.CT_LOG, retention_until=None, cause=cause()
+    )
     stopped(data_subject)
     event = data_subject.pending_events[-1]
     assert isinstance(event, DataSubject.StopDecided)
@@ -104,9 +118,14 @@ def test_erasure_destroys_the_current_key_generation() -> None:
 
 def test_provision_records_hold_until_their_retention_ends() -> None:
     data_subject = subject()
-    data_subject.note_provision(provision_id=uuid4(), category=ProvisionCategory.MANAGING_OPERATOR,
-                                retention_until=T0 + timedelta(days=1), cause=cause())
-    data_subject.note_provision(provision_id=uuid4(), category=ProvisionCategory.LEGAL,
-                                retention_until=None, cause=cause())
+    data_subject.note_provision(
+        provision_id=uuid4(),
+        category=ProvisionCategory.MANAGING_OPERATOR,
+        retention_until=T0 + timedelta(days=1),
+        cause=cause(),
+    )
+    data_subject.note_provision(
+        provision_id=uuid4(), category=ProvisionCategory.LEGAL, retention_until=None, cause=cause()
+    )
     assert len(data_subject.provision_holds(T0)) == 1
     assert data_subject.provision_holds(T0 + timedelta(days=1)) == []
