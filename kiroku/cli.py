@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
 
 from kiroku.bootstrap import StoreUnavailable, build_ledger
-from kiroku.demo import demo_clock, run_demo
+from kiroku.demo import run_demo
 from kiroku.settings import Settings, SettingsError
 
 log = logging.getLogger("kiroku")
@@ -17,30 +18,24 @@ log = logging.getLogger("kiroku")
 
 def _run(args: argparse.Namespace) -> int:
     """The service's main job; until ingest and the API land, the lifecycle demonstration."""
+    environ = dict(os.environ)
     if args.database_url:
-        environ = {"KIROKU_DATABASE_URL": args.database_url}
-        settings = Settings.from_env({**_environ(), **environ})
-        workdir = None
-    else:
-        # A fresh embedded store each run, so the story always starts from the beginning.
+        environ["KIROKU_DATABASE_URL"] = args.database_url
+    workdir = None
+    if not (environ.get("KIROKU_DATABASE_URL") or environ.get("DATABASE_URL")) and not args.keep:
+        # A fresh embedded store each run, so the story starts from the beginning.
         workdir = tempfile.TemporaryDirectory(prefix="kiroku-demo-")
-        settings = Settings.from_env({"KIROKU_DATA_DIR": workdir.name})
-    clock = demo_clock()
+        environ["KIROKU_DATA_DIR"] = workdir.name
+    settings = Settings.from_env(environ)
     print(f"kiroku: lifecycle demonstration on {settings.database.describe()}\n")
-    ledger = build_ledger(settings, clock=clock)
+    ledger = build_ledger(settings)
     try:
-        run_demo(ledger, clock, sys.stdout)
+        run_demo(ledger, sys.stdout)
     finally:
         ledger.close()
         if workdir is not None:
             workdir.cleanup()
     return 0
-
-
-def _environ() -> dict[str, str]:
-    import os  # noqa: PLC0415 - only this path reads the process environment directly
-
-    return dict(os.environ)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--database-url",
         help="record into this store instead of a fresh embedded one (postgresql://… or sqlite:///…)",
+    )
+    run.add_argument(
+        "--keep",
+        action="store_true",
+        help="with no database configured, record into the embedded store in KIROKU_DATA_DIR (.kiroku)",
     )
     run.set_defaults(func=_run)
     return parser
