@@ -9,11 +9,15 @@ event, so that replaying it changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -47,13 +51,35 @@ from domain.transcodings import register_kiroku_transcodings
 ISSUANCE_RECORD_RETENTION_YEARS = 2
 #: Default time to answer a disclosure request ("without delay"; the CA's own target).
 DISCLOSURE_DUE_DAYS = 14
-_MAX_ATTEMPTS = 5
+_MAX_ATTEMPTS = 12
 
 A = TypeVar("A", bound=Aggregate)
 
 
 class ConcurrencyConflict(DomainError):
     """Raised when a command kept conflicting with concurrent writers and gave up."""
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able form of a command's arguments, every field included.
+
+    ``repr`` will not do: the input types redact personal values in their
+    ``repr``, and a replay with another value must not pass for a duplicate.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__type__": type(value).__name__, **_canonical(dataclasses.asdict(value))}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID | Enum):
+        return str(value.value if isinstance(value, Enum) else value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"unsupported value of type {type(value).__name__}")
 
 
 def _utcnow() -> datetime:
@@ -112,7 +138,10 @@ class Ledger(Application[UUID]):
 
     def _fingerprint(self, command: str, args: Any) -> str:
         # Keyed, so a fingerprint over personal values reveals nothing of them.
-        canonical = json.dumps([command, args], sort_keys=True, default=str, ensure_ascii=False)
+        try:
+            canonical = json.dumps([command, _canonical(args)], sort_keys=True, ensure_ascii=False)
+        except TypeError as exc:
+            raise InvalidCommand(f"{command}: {exc}") from None
         return hmac.new(self._subject_secret, canonical.encode(), hashlib.sha256).hexdigest()
 
     def _execute(
@@ -135,7 +164,15 @@ class Ledger(Application[UUID]):
             duplicate = self._check_receipt(cause, command, fingerprint)
             if duplicate is not None:
                 return duplicate
-            aggregates, result_id, save_kwargs = work()
+            try:
+                aggregates, result_id, save_kwargs = work()
+            except DomainError:
+                # A concurrent delivery of this same upstream event may have been
+                # recorded since the check above; then this one is a duplicate.
+                duplicate = self._check_receipt(cause, command, fingerprint)
+                if duplicate is not None:
+                    return duplicate
+                raise
             to_save: list[Aggregate] = list(aggregates)
             if cause.upstream_event_id:
                 to_save.append(
@@ -157,6 +194,8 @@ class Ledger(Application[UUID]):
                     raise ConcurrencyConflict(
                         f"{command} kept conflicting with concurrent writes; try again"
                     ) from None
+                # Jittered backoff, so racing writers do not collide again in step.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - not for secrets
                 continue
             position = max((r.notification.id for r in recordings), default=None)
             return CommandResult(result_id, position)
@@ -180,7 +219,11 @@ class Ledger(Application[UUID]):
         return subject_id_for(key, self._subject_secret)
 
     def _resolve_subject(self, subject: SubjectKey | UUID) -> UUID:
-        return subject if isinstance(subject, UUID) else self.subject_id(subject)
+        if isinstance(subject, UUID):
+            return subject
+        if isinstance(subject, SubjectKey):
+            return self.subject_id(subject)
+        raise InvalidCommand("a data subject is named by its key or its id")
 
     def _existing_subject(self, subject: SubjectKey | UUID) -> DataSubject:
         return self._get(DataSubject, self._resolve_subject(subject), "data subject")

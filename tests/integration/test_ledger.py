@@ -585,3 +585,14 @@ def test_a_failed_erasure_save_keeps_the_key(ledger: Ledger) -> None:
         ledger.save(taro, shred=[(taro.id, 1)])
     assert ledger.keyring.keys_for([(taro.id, 1)])[(taro.id, 1)] is not None
     assert ledger.disclosure_package(taro.id)["records"][0]["items"] == TARO_ITEMS
+
+
+def test_a_replay_with_another_personal_value_is_a_conflict_not_a_duplicate(ledger: Ledger) -> None:
+    publish(ledger)
+    upstream = fresh_upstream_id()
+    collect(ledger, upstream=upstream, people=items(TARO, {"name": "山田 太郎"}))
+    refused_without_a_trace(
+        ledger,
+        lambda: collect(ledger, upstream=upstream, people=items(TARO, {"name": "山田 次郎"})),
+        UpstreamEventConflict,
+    )

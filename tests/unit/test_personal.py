@@ -1,0 +1,74 @@
+"""Sealing personal values: bound to subject, generation and kind; tampering is detected (§8)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from uuid import UUID, uuid4
+
+import pytest
+
+from domain.errors import InvalidCommand
+from domain.personal import ERASED, PersonalDataCipher
+
+
+class InMemoryKeyRing:
+    """A fake of the key-ring port."""
+
+    def __init__(self) -> None:
+        self.keys: dict[tuple[UUID, int], bytes | None] = {}
+
+    def key_for(self, subject_id: UUID, generation: int) -> bytes:
+        key = self.keys.setdefault((subject_id, generation), os.urandom(32))
+        assert key is not None
+        return key
+
+    def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
+        return {pair: self.keys.get(pair) for pair in pairs}
+
+
+def test_a_sealed_value_opens_to_itself_and_hides_it() -> None:
+    cipher = PersonalDataCipher(InMemoryKeyRing())
+    sealed = cipher.seal(uuid4(), 1, "name", "山田 太郎")
+    assert "山田".encode() not in sealed.blob
+    assert "山田" not in repr(sealed)
+    assert cipher.open(sealed) == "山田 太郎"
+
+
+def test_a_destroyed_key_reads_as_erased() -> None:
+    keys = InMemoryKeyRing()
+    cipher = PersonalDataCipher(keys)
+    subject = uuid4()
+    sealed = cipher.seal(subject, 1, "email", "a@example.jp")
+    keys.keys[(subject, 1)] = None
+    assert cipher.open(sealed) is ERASED
+    assert str(ERASED) == "[erased]"
+
+
+@pytest.mark.parametrize("field", ["subject_id", "kind", "blob"])
+def test_a_moved_or_tampered_value_fails_loudly(field: str) -> None:
+    keys = InMemoryKeyRing()
+    cipher = PersonalDataCipher(keys)
+    subject, other = uuid4(), uuid4()
+    sealed = cipher.seal(subject, 1, "name", "Alice")
+    keys.keys[(other, 1)] = keys.keys[(subject, 1)]  # even with the same key material
+    tampered = {
+        "subject_id": replace(sealed, subject_id=other),
+        "kind": replace(sealed, kind="email"),
+        "blob": replace(sealed, blob=sealed.blob[:-1] + bytes([sealed.blob[-1] ^ 1])),
+    }[field]
+    with pytest.raises(ValueError, match="failed authentication") as failed:
+        cipher.open(tampered)
+    assert "Alice" not in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"), [("shoe_size", "42"), ("name", ""), ("phone", "1" * 41), ("email", 7)]
+)
+def test_a_bad_item_is_refused_without_echoing_its_value(kind: str, value: object) -> None:
+    cipher = PersonalDataCipher(InMemoryKeyRing())
+    with pytest.raises(InvalidCommand) as refused:
+        cipher.seal(uuid4(), 1, kind, value)  # type: ignore[arg-type]
+    if isinstance(value, str) and value:
+        assert value not in str(refused.value)
