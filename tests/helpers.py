@@ -6,6 +6,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+from domain.application import Ledger
 from domain.cause import Cause
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
@@ -28,6 +29,18 @@ def cause(
         occurred_at=at,
         upstream_event_id=upstream,
         correlation_id="corr-" + uuid4().hex[:8],
+    )
+
+
+def publish_policy(ledger: Ledger, *, channels: list[str] | None = None) -> None:
+    """Publishes a policy with every purpose and channel, in force since a year before T0."""
+    ledger.publish_policy(
+        version="v1",
+        effective_from=T0 - timedelta(days=365),
+        announced_at=T0 - timedelta(days=400),
+        purposes=ALL_PURPOSES,
+        channels=channels or ALL_CHANNELS,
+        cause=cause(T0 - timedelta(days=400)),
     )
 
 

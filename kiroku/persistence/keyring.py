@@ -11,6 +11,7 @@ for this one at once.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from uuid import UUID
 
@@ -60,15 +61,47 @@ class _Wrapper:
             ) from None
 
 
-class PostgresKeyRing:
+class _KeyTable(ABC):
+    """The key ring's logic; subclasses say how to read and write the table."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self.wrapper = _Wrapper(master_key)
+
+    @abstractmethod
+    def _fetch_or_insert(self, subject_id: UUID, generation: int, wrapped: bytes) -> bytes | None:
+        """Inserts ``wrapped`` unless a row exists; returns the row's wrapped key (None if destroyed)."""
+
+    @abstractmethod
+    def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
+        """Every (subject, generation, wrapped key) row of these subjects."""
+
+    def key_for(self, subject_id: UUID, generation: int) -> bytes:
+        candidate = self.wrapper.wrap(subject_id, generation, AESGCM.generate_key(256))
+        wrapped = self._fetch_or_insert(subject_id, generation, candidate)
+        if wrapped is None:
+            raise PersonalDataErased(f"the key of subject {subject_id} generation {generation} was destroyed")
+        return self.wrapper.unwrap(subject_id, generation, wrapped)
+
+    def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
+        wanted = set(pairs)
+        found: dict[tuple[UUID, int], bytes | None] = dict.fromkeys(wanted)
+        if not wanted:
+            return found
+        for subject_id, generation, wrapped in self._fetch_many(sorted({s for s, _ in wanted}, key=str)):
+            if (subject_id, generation) in wanted and wrapped is not None:
+                found[(subject_id, generation)] = self.wrapper.unwrap(subject_id, generation, wrapped)
+        return found
+
+
+class PostgresKeyRing(_KeyTable):
     """Keys in ``kiroku_subject_keys`` on PostgreSQL."""
 
     def __init__(self, datastore: PostgresDatastore, master_key: bytes) -> None:
+        super().__init__(master_key)
         self.datastore = datastore
-        self.wrapper = _Wrapper(master_key)
         table = postgres_keys_table(datastore.schema)
         self._select_one = SQL(
-            "SELECT wrapped_key, destroyed_at FROM {t} WHERE subject_id = %s AND generation = %s"
+            "SELECT wrapped_key FROM {t} WHERE subject_id = %s AND generation = %s"
         ).format(t=table)
         self._insert = SQL(
             "INSERT INTO {t} (subject_id, generation, wrapped_key) VALUES (%s, %s, %s) "
@@ -78,81 +111,63 @@ class PostgresKeyRing:
             "SELECT subject_id, generation, wrapped_key FROM {t} WHERE subject_id = ANY(%s)"
         ).format(t=table)
 
-    def key_for(self, subject_id: UUID, generation: int) -> bytes:
+    def _fetch_or_insert(self, subject_id: UUID, generation: int, wrapped: bytes) -> bytes | None:
         with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._insert, (subject_id, generation, wrapped))
+            # Read committed: this sees our row, or the row of whoever inserted first.
             curs.execute(self._select_one, (subject_id, generation))
             row = curs.fetchone()
-            if row is None:
-                key = AESGCM.generate_key(256)
-                curs.execute(
-                    self._insert, (subject_id, generation, self.wrapper.wrap(subject_id, generation, key))
-                )
-                curs.execute(self._select_one, (subject_id, generation))
-                row = curs.fetchone()
         assert row is not None
-        if row["wrapped_key"] is None:
-            raise PersonalDataErased(f"the key of subject {subject_id} generation {generation} was destroyed")
-        return self.wrapper.unwrap(subject_id, generation, bytes(row["wrapped_key"]))
+        return None if row["wrapped_key"] is None else bytes(row["wrapped_key"])
 
-    def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
-        wanted = set(pairs)
-        if not wanted:
-            return {}
+    def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
         with self.datastore.transaction(commit=False) as curs:
-            curs.execute(self._select_many, (sorted({s for s, _ in wanted}, key=str),))
+            curs.execute(self._select_many, (subject_ids,))
             rows = curs.fetchall()
-        found: dict[tuple[UUID, int], bytes | None] = dict.fromkeys(wanted)
-        for row in rows:
-            pair = (row["subject_id"], row["generation"])
-            if pair in wanted and row["wrapped_key"] is not None:
-                found[pair] = self.wrapper.unwrap(pair[0], pair[1], bytes(row["wrapped_key"]))
-        return found
+        return [
+            (r["subject_id"], r["generation"], None if r["wrapped_key"] is None else bytes(r["wrapped_key"]))
+            for r in rows
+        ]
 
 
-class SQLiteKeyRing:
+class SQLiteKeyRing(_KeyTable):
     """Keys in ``kiroku_subject_keys`` on SQLite."""
 
     def __init__(self, datastore: SQLiteDatastore, master_key: bytes) -> None:
+        super().__init__(master_key)
         self.datastore = datastore
-        self.wrapper = _Wrapper(master_key)
 
-    def key_for(self, subject_id: UUID, generation: int) -> bytes:
-        select = f"SELECT wrapped_key, destroyed_at FROM {KEYS_TABLE} WHERE subject_id = ? AND generation = ?"
+    def _fetch_or_insert(self, subject_id: UUID, generation: int, wrapped: bytes) -> bytes | None:
         with self.datastore.transaction(commit=True) as c:
-            c.execute(select, (subject_id.hex, generation))
+            c.execute(
+                f"INSERT INTO {KEYS_TABLE} (subject_id, generation, wrapped_key) VALUES (?, ?, ?) "
+                "ON CONFLICT (subject_id, generation) DO NOTHING",
+                (subject_id.hex, generation, wrapped),
+            )
+            c.execute(
+                f"SELECT wrapped_key FROM {KEYS_TABLE} WHERE subject_id = ? AND generation = ?",
+                (subject_id.hex, generation),
+            )
             row = c.fetchone()
-            if row is None:
-                key = AESGCM.generate_key(256)
-                c.execute(
-                    f"INSERT INTO {KEYS_TABLE} (subject_id, generation, wrapped_key) VALUES (?, ?, ?) "
-                    "ON CONFLICT (subject_id, generation) DO NOTHING",
-                    (subject_id.hex, generation, self.wrapper.wrap(subject_id, generation, key)),
-                )
-                c.execute(select, (subject_id.hex, generation))
-                row = c.fetchone()
         assert row is not None
-        if row["wrapped_key"] is None:
-            raise PersonalDataErased(f"the key of subject {subject_id} generation {generation} was destroyed")
-        return self.wrapper.unwrap(subject_id, generation, bytes(row["wrapped_key"]))
+        return None if row["wrapped_key"] is None else bytes(row["wrapped_key"])
 
-    def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
-        wanted = set(pairs)
-        found: dict[tuple[UUID, int], bytes | None] = dict.fromkeys(wanted)
-        if not wanted:
-            return found
-        subjects = sorted({s.hex for s, _ in wanted})
-        marks = ",".join("?" * len(subjects))
+    def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
+        marks = ",".join("?" * len(subject_ids))
         with self.datastore.transaction(commit=False) as c:
             c.execute(
                 f"SELECT subject_id, generation, wrapped_key FROM {KEYS_TABLE} WHERE subject_id IN ({marks})",
-                subjects,
+                [s.hex for s in subject_ids],
             )
             rows = c.fetchall()
-        for row in rows:
-            pair = (UUID(row["subject_id"]), int(row["generation"]))
-            if pair in wanted and row["wrapped_key"] is not None:
-                found[pair] = self.wrapper.unwrap(pair[0], pair[1], bytes(row["wrapped_key"]))
-        return found
+        return [
+            (
+                UUID(r["subject_id"]),
+                int(r["generation"]),
+                None if r["wrapped_key"] is None else bytes(r["wrapped_key"]),
+            )
+            for r in rows
+        ]
 
 
 def keyring_for(recorder: ApplicationRecorder, master_key: bytes) -> PostgresKeyRing | SQLiteKeyRing:

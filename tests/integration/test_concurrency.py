@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 from domain.application import Ledger
 from domain.certificate import CertificateIdentity
@@ -12,21 +11,14 @@ from domain.errors import PolicyViolation
 from domain.identity import SubjectKey
 from domain.provision import Recipient
 from domain.subject import DataSubject
-from tests.helpers import ALL_CHANNELS, ALL_PURPOSES, T0, cause, fresh_upstream_id
+from tests.helpers import cause, fresh_upstream_id, publish_policy
 
 TARO = SubjectKey.email("taro@example.jp")
 OPERATOR = Recipient("op-7", "Reseller Seven", "JP")
 
 
 def _setup(ledger: Ledger) -> None:
-    ledger.publish_policy(
-        version="v1",
-        effective_from=T0 - timedelta(days=1),
-        announced_at=T0 - timedelta(days=2),
-        purposes=ALL_PURPOSES,
-        channels=ALL_CHANNELS,
-        cause=cause(),
-    )
+    publish_policy(ledger)
 
 
 def _collect(ledger: Ledger, ref: str, upstream: str | None) -> CommandResult:

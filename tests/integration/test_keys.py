@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
@@ -15,21 +14,14 @@ from domain.identity import SubjectKey
 from kiroku.bootstrap import build_ledger
 from kiroku.persistence.keyring import KeyStoreError
 from kiroku.settings import Settings
-from tests.helpers import ALL_CHANNELS, ALL_PURPOSES, T0, FakeClock, cause
+from tests.helpers import FakeClock, cause, publish_policy
 
 TARO = SubjectKey.email("taro@example.jp")
 
 
 def test_a_store_opened_with_another_master_key_refuses_to_read(settings: Settings, clock: FakeClock) -> None:
     ledger = build_ledger(settings, clock=clock)
-    ledger.publish_policy(
-        version="v1",
-        effective_from=T0 - timedelta(days=1),
-        announced_at=T0 - timedelta(days=2),
-        purposes=ALL_PURPOSES,
-        channels=ALL_CHANNELS,
-        cause=cause(),
-    )
+    publish_policy(ledger)
     ledger.collect(
         record_ref="r",
         channel="C1",

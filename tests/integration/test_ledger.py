@@ -10,6 +10,7 @@ from uuid import UUID
 import pytest
 
 from domain.application import Ledger
+from domain.cause import Cause
 from domain.certificate import CertificateIdentity
 from domain.commands import CommandResult, PersonalItemInput, ProvidedItemInput
 from domain.errors import (
@@ -23,7 +24,7 @@ from domain.errors import (
 from domain.identity import SubjectKey
 from domain.personal import ERASED
 from domain.provision import CtSubmission, Recipient
-from tests.helpers import ALL_CHANNELS, ALL_PURPOSES, T0, FakeClock, cause, fresh_upstream_id
+from tests.helpers import ALL_PURPOSES, T0, FakeClock, cause, fresh_upstream_id, publish_policy
 
 TARO = SubjectKey.email("taro@example.jp")
 HANAKO = SubjectKey.email("hanako@example.jp")
@@ -36,17 +37,6 @@ TARO_ITEMS = {
     "postal_address": "東京都千代田区丸の内1-1-1",
 }
 HANAKO_ITEMS = {"name": "Hanako Suzuki", "email": "hanako@example.jp"}
-
-
-def publish(ledger: Ledger) -> None:
-    ledger.publish_policy(
-        version="v1",
-        effective_from=T0 - timedelta(days=365),
-        announced_at=T0 - timedelta(days=400),
-        purposes=ALL_PURPOSES,
-        channels=ALL_CHANNELS,
-        cause=cause(T0 - timedelta(days=400)),
-    )
 
 
 def items(key: SubjectKey, values: dict[str, str]) -> list[PersonalItemInput]:
@@ -99,7 +89,7 @@ def raw_event_bytes(ledger: Ledger) -> bytes:
 
 
 def test_collection_lands_two_people_on_their_subjects(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     record = ledger.certificate_record(record_id)
     assert record.policy_version == "v1"
@@ -116,7 +106,7 @@ def test_collection_without_a_policy_in_force_is_refused(ledger: Ledger) -> None
 
 
 def test_collection_is_bound_to_the_version_in_force_when_it_happened(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     ledger.publish_policy(
         version="v2",
         effective_from=T0 + timedelta(days=1),
@@ -144,7 +134,7 @@ def test_collection_is_bound_to_the_version_in_force_when_it_happened(ledger: Le
 
 
 def test_personal_values_never_reach_the_event_store_in_the_clear(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     ledger.correct(
         record_id,
@@ -159,13 +149,13 @@ def test_personal_values_never_reach_the_event_store_in_the_clear(ledger: Ledger
 
 
 def test_a_second_collection_of_the_same_record_is_refused(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     collect(ledger)
     refused_without_a_trace(ledger, lambda: collect(ledger), PolicyViolation)
 
 
 def test_malformed_personal_input_is_refused_without_echoing_it(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     secret_value = "x" * 301
     error = refused_without_a_trace(
         ledger,
@@ -179,7 +169,7 @@ def test_malformed_personal_input_is_refused_without_echoing_it(ledger: Ledger) 
 
 
 def test_acme_may_not_correct_an_operator_record_and_nothing_is_written(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger, channel="C1")
     error = refused_without_a_trace(
         ledger,
@@ -199,7 +189,7 @@ def test_acme_may_not_correct_an_operator_record_and_nothing_is_written(ledger: 
 
 
 def test_acme_corrects_its_own_record_and_the_old_value_is_kept(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger, channel="C2")
     result = ledger.correct(
         record_id,
@@ -216,7 +206,7 @@ def test_acme_corrects_its_own_record_and_the_old_value_is_kept(ledger: Ledger) 
 
 
 def test_a_correction_that_changes_nothing_is_refused(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     refused_without_a_trace(
         ledger,
@@ -234,7 +224,7 @@ def test_a_correction_that_changes_nothing_is_refused(ledger: Ledger) -> None:
 
 
 def test_a_provision_is_recorded_on_the_provision_the_record_and_the_subject(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     result = ledger.record_provision(
         category="4.4",
@@ -253,7 +243,7 @@ def test_a_provision_is_recorded_on_the_provision_the_record_and_the_subject(led
 
 
 def test_a_provision_of_an_item_not_on_the_record_is_refused(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger, people=items(TARO, {"email": "taro@example.jp"}))
     refused_without_a_trace(
         ledger,
@@ -269,7 +259,7 @@ def test_a_provision_of_an_item_not_on_the_record_is_refused(ledger: Ledger) -> 
 
 
 def test_a_provision_for_an_unknown_subject_is_refused(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     refused_without_a_trace(
         ledger,
         lambda: ledger.record_provision(
@@ -283,7 +273,7 @@ def test_a_provision_for_an_unknown_subject_is_refused(ledger: Ledger) -> None:
 
 
 def test_4_3_without_a_ground_is_refused_and_with_one_recorded(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     collect(ledger)
     police = Recipient("gov-1", "Police", "JP")
     error = refused_without_a_trace(
@@ -305,7 +295,7 @@ def test_4_3_without_a_ground_is_refused_and_with_one_recorded(ledger: Ledger) -
 
 
 def test_an_accepted_stop_refuses_4_1_for_that_subject_only(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     ledger.record_provision(
         category="4.4",
@@ -351,7 +341,7 @@ def test_an_accepted_stop_refuses_4_1_for_that_subject_only(ledger: Ledger) -> N
 
 
 def test_the_same_upstream_event_twice_changes_nothing(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     upstream = fresh_upstream_id()
     first_id = collect(ledger, upstream=upstream)
     after_first = position(ledger)
@@ -372,7 +362,7 @@ def test_the_same_upstream_event_twice_changes_nothing(ledger: Ledger) -> None:
 def test_every_command_is_idempotent_by_upstream_event_id(
     ledger: Ledger, clock: FakeClock, command: str
 ) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     upstream = fresh_upstream_id()
     runs: dict[str, Callable[[], CommandResult]] = {
@@ -399,7 +389,7 @@ def test_every_command_is_idempotent_by_upstream_event_id(
 
 
 def test_an_upstream_event_id_reused_for_another_command_is_refused(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     upstream = fresh_upstream_id()
     record_id = collect(ledger, upstream=upstream)
     refused_without_a_trace(
@@ -415,7 +405,7 @@ def test_an_upstream_event_id_reused_for_another_command_is_refused(ledger: Ledg
 
 
 def test_the_same_upstream_id_from_another_system_is_another_event(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     upstream = fresh_upstream_id()
     collect(ledger, ref="r1", channel="C1", upstream=upstream)
     collect(ledger, ref="r2", channel="C2", upstream=upstream)  # from "acme"
@@ -426,7 +416,7 @@ def test_the_same_upstream_id_from_another_system_is_another_event(ledger: Ledge
 
 
 def test_the_disclosure_package_holds_all_of_the_subject_and_nothing_of_anyone_else(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     shared = collect(ledger, ref="shared")
     own = collect(ledger, ref="own", channel="C2", people=items(TARO, {"email": "taro@example.jp"}))
     collect(ledger, ref="hanako-only", people=items(HANAKO, HANAKO_ITEMS))
@@ -464,7 +454,7 @@ def test_the_disclosure_package_holds_all_of_the_subject_and_nothing_of_anyone_e
 
 
 def test_fulfilling_before_verification_is_refused(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     collect(ledger)
     opened = ledger.open_disclosure(TARO, requested_format="csv", cause=cause())
     assert opened.id is not None
@@ -473,7 +463,7 @@ def test_fulfilling_before_verification_is_refused(ledger: Ledger) -> None:
 
 
 def test_a_disclosure_has_a_due_date(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     collect(ledger)
     opened = ledger.open_disclosure(TARO, requested_format="paper", cause=cause())
     assert opened.id is not None
@@ -486,7 +476,7 @@ def test_a_disclosure_has_a_due_date(ledger: Ledger) -> None:
 
 
 def test_erasure_is_refused_while_a_provision_record_must_be_kept(ledger: Ledger, clock: FakeClock) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     ledger.record_provision(
         category="4.1",
@@ -509,7 +499,7 @@ def test_erasure_is_refused_while_a_provision_record_must_be_kept(ledger: Ledger
 def test_erasure_is_refused_until_two_years_after_the_certificate_expires(
     ledger: Ledger, clock: FakeClock
 ) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     not_after = T0 + timedelta(days=90)
     ledger.record_issuance(record_id, serial="01ab", not_before=T0, not_after=not_after, cause=cause())
@@ -524,7 +514,7 @@ def test_erasure_is_refused_until_two_years_after_the_certificate_expires(
 
 
 def test_erasure_makes_the_data_unreadable_everywhere_and_breaks_nothing(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     record_id = collect(ledger)
     ledger.correct(
         record_id,
@@ -552,7 +542,7 @@ def test_erasure_makes_the_data_unreadable_everywhere_and_breaks_nothing(ledger:
 
 
 def test_after_erasure_new_data_of_the_same_person_uses_a_new_key(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     first = collect(ledger, ref="first", people=items(TARO, {"email": "taro@example.jp"}))
     ledger.request_erasure(TARO, cause=cause())
     ledger.carry_out_erasure(TARO, cause=cause())
@@ -564,14 +554,14 @@ def test_after_erasure_new_data_of_the_same_person_uses_a_new_key(ledger: Ledger
 
 
 def test_erasure_needs_a_request_first(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     collect(ledger)
     refused_without_a_trace(ledger, lambda: ledger.carry_out_erasure(TARO, cause=cause()), DomainError)
 
 
 def test_a_failed_erasure_save_keeps_the_key(ledger: Ledger) -> None:
     """The key is destroyed in the event's transaction: no stored event, no shredding."""
-    publish(ledger)
+    publish_policy(ledger)
     collect(ledger)
     ledger.request_erasure(TARO, cause=cause())
     taro = ledger.data_subject(TARO)
@@ -588,7 +578,7 @@ def test_a_failed_erasure_save_keeps_the_key(ledger: Ledger) -> None:
 
 
 def test_a_replay_with_another_personal_value_is_a_conflict_not_a_duplicate(ledger: Ledger) -> None:
-    publish(ledger)
+    publish_policy(ledger)
     upstream = fresh_upstream_id()
     collect(ledger, upstream=upstream, people=items(TARO, {"name": "山田 太郎"}))
     refused_without_a_trace(
@@ -596,3 +586,25 @@ def test_a_replay_with_another_personal_value_is_a_conflict_not_a_duplicate(ledg
         lambda: collect(ledger, upstream=upstream, people=items(TARO, {"name": "山田 次郎"})),
         UpstreamEventConflict,
     )
+
+
+def test_every_stored_event_says_who_caused_it_and_when(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    record_id = collect(ledger, upstream=fresh_upstream_id())
+    ledger.record_provision(
+        category="4.1",
+        recipient=OPERATOR,
+        certificate_record_id=record_id,
+        items=[ProvidedItemInput("name", TARO)],
+        cause=cause(upstream=fresh_upstream_id()),
+    )
+    ledger.request_erasure(HANAKO, cause=cause())
+    notifications = ledger.recorder.select_notifications(start=1, limit=1000)
+    assert len(notifications) >= 8
+    for notification in notifications:
+        event = ledger.mapper.to_domain_event(notification)
+        caused = getattr(event, "cause", None)
+        assert isinstance(caused, Cause), f"{notification.topic} carries no cause"
+        assert caused.actor and caused.source_system and caused.correlation_id
+        assert caused.occurred_at.tzinfo is not None
+        assert event.timestamp.tzinfo is not None  # when it was recorded

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -26,7 +25,7 @@ from domain.errors import DomainError
 from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Provision, Recipient, add_years
 from domain.subject import DataSubject
-from tests.helpers import ALL_CHANNELS, ALL_PURPOSES, T0, FakeClock, cause
+from tests.helpers import T0, FakeClock, cause, publish_policy
 
 CHANNELS = ["C1", "C2", "C3", "C4"]
 KINDS = ["name", "email", "phone"]
@@ -245,14 +244,7 @@ def check_invariants(history: History) -> None:
 
 
 def test_random_histories_keep_every_rule(ledger: Ledger, clock: FakeClock) -> None:
-    ledger.publish_policy(
-        version="v1",
-        effective_from=T0 - timedelta(days=1),
-        announced_at=T0 - timedelta(days=2),
-        purposes=ALL_PURPOSES,
-        channels=ALL_CHANNELS,
-        cause=cause(T0 - timedelta(days=2)),
-    )
+    publish_policy(ledger)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(ops, min_size=1, max_size=30))
