@@ -95,6 +95,7 @@ class CertificateRecord(Aggregate):
         serial: str | None
         organisation: dict[str, str] | None
         items: list[Sealed]
+        account_id: UUID | None
         cause: Cause
 
     class Issued(Aggregate.Event):
@@ -156,9 +157,11 @@ class CertificateRecord(Aggregate):
         serial: str | None,
         organisation: dict[str, str] | None,
         items: list[Sealed],
+        account_id: UUID | None,
         cause: Cause,
     ) -> None:
         self.record_ref = record_ref
+        self.account_id = account_id
         self.collected_at = cause.occurred_at
         self.channel = channel
         self.policy_version = policy_version
@@ -189,6 +192,7 @@ class CertificateRecord(Aggregate):
         organisation: Mapping[str, str] | None,
         items: Sequence[Sealed],
         cause: Cause,
+        account_id: UUID | None = None,
     ) -> CertificateRecord:
         """§5: collected through a channel the policy in force allows, for its purposes (§2)."""
         try:
@@ -234,6 +238,7 @@ class CertificateRecord(Aggregate):
             serial=normalise_serial(certificate.serial) if certificate.serial else None,
             organisation=checked_org,
             items=list(items),
+            account_id=account_id,
             cause=cause,
         )
 

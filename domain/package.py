@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from domain.account import AcmeAccount
 from domain.certificate import CertificateRecord
 from domain.personal import PersonalDataCipher
 from domain.provision import Provision
@@ -19,21 +20,29 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _record_part(
-    record: CertificateRecord, subject: DataSubject, cipher: PersonalDataCipher, now: datetime
+    record: CertificateRecord | AcmeAccount, subject: DataSubject, cipher: PersonalDataCipher, now: datetime
 ) -> dict[str, Any]:
     mine = sorted((s for (sid, _), s in record.items.items() if sid == subject.id), key=lambda s: s.kind)
     previous = [(at, s) for at, s in record.superseded if s.subject_id == subject.id]
     opened = cipher.open_many([*mine, *(s for _, s in previous)])
     current = opened[: len(mine)]
     old = opened[len(mine) :]
-    return {
+    part: dict[str, Any] = {
         "record_id": str(record.id),
-        "record_ref": record.record_ref,
+        "kind": "certificate" if isinstance(record, CertificateRecord) else "acme-account",
+        "record_ref": record.record_ref if isinstance(record, CertificateRecord) else record.account_ref,
         "channel": record.channel,
         "policy_version": record.policy_version,
         "purposes": list(record.purposes),
         "collected_at": _iso(record.collected_at),
-        "certificate": {
+        "items": {s.kind: str(v) for s, v in zip(mine, current, strict=True)},
+        "superseded_items": [
+            {"item": s.kind, "value": str(v), "superseded_at": at.isoformat()}
+            for (at, s), v in zip(previous, old, strict=True)
+        ],
+    }
+    if isinstance(record, CertificateRecord):
+        part["certificate"] = {
             "common_name": record.common_name,
             "sans": list(record.sans),
             "serial": record.serial,
@@ -41,14 +50,12 @@ def _record_part(
             "not_before": _iso(record.not_before),
             "not_after": _iso(record.not_after),
             "status": record.status_at(now),
-        },
-        "organisation": record.organisation,
-        "items": {s.kind: str(v) for s, v in zip(mine, current, strict=True)},
-        "superseded_items": [
-            {"item": s.kind, "value": str(v), "superseded_at": at.isoformat()}
-            for (at, s), v in zip(previous, old, strict=True)
-        ],
-    }
+        }
+        part["organisation"] = record.organisation
+    else:
+        part["certificate_record_ids"] = [str(r) for r in record.certificate_record_ids]
+        part["deactivated_at"] = _iso(record.deactivated_at)
+    return part
 
 
 def _provision_part(provision: Provision, subject: DataSubject) -> dict[str, Any]:
@@ -75,7 +82,7 @@ def _provision_part(provision: Provision, subject: DataSubject) -> dict[str, Any
 
 def build_package(
     subject: DataSubject,
-    records: Sequence[CertificateRecord],
+    records: Sequence[CertificateRecord | AcmeAccount],
     provisions: Sequence[Provision],
     cipher: PersonalDataCipher,
     now: datetime,

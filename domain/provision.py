@@ -142,12 +142,13 @@ class Provision(Aggregate):
             raise InvalidCommand("a provision needs a recipient", Clause.PROVISION)
         checked_recipient = recipient.check()
         ground = _check_ground(checked_category, legal_ground)
-        checked_items = _check_items(items)
+        checked_items = _check_items(items, has_record=certificate_record_id is not None)
         ct_log = _check_ct(checked_category, ct_submission)
         provided_at = cause.occurred_at
-        # APPI Art. 29(1) proviso: provisions under Art. 27(1) items (the 4.3 grounds)
-        # need no record; all others are recorded and kept for three years.
-        record_required = checked_category is not ProvisionCategory.LEGAL
+        # APPI Art. 29 records concern personal data; its proviso exempts provisions
+        # under Art. 27(1) items (the 4.3 grounds). Those records are kept three years.
+        personal = any(i["subject_id"] for i in checked_items)
+        record_required = personal and checked_category is not ProvisionCategory.LEGAL
         return cls._create(
             cls.Recorded,
             id=provision_id,
@@ -190,7 +191,7 @@ def _check_ground(category: ProvisionCategory, legal_ground: LegalGround | str |
     return None
 
 
-def _check_items(items: Sequence[ProvidedItem]) -> list[dict[str, Any]]:
+def _check_items(items: Sequence[ProvidedItem], *, has_record: bool) -> list[dict[str, Any]]:
     if not items:
         raise InvalidCommand("a provision needs the items provided", Clause.PROVISION)
     allowed = (
@@ -206,8 +207,11 @@ def _check_items(items: Sequence[ProvidedItem]) -> list[dict[str, Any]]:
         if not is_personal and item.subject_id is not None:
             raise InvalidCommand(f"certificate item {item.item} has no data subject", Clause.PROVISION)
         checked.append({"item": item.item, "subject_id": item.subject_id})
-    if not any(i["subject_id"] for i in checked):
-        raise InvalidCommand("a provision needs at least one data subject's item", Clause.PROVISION)
+    if not has_record and not any(i["subject_id"] for i in checked):
+        raise InvalidCommand(
+            "a provision needs what it is about: a data subject's item or the certificate record",
+            Clause.PROVISION,
+        )
     unique = {(i["item"], i["subject_id"]) for i in checked}
     if len(unique) != len(checked):
         raise InvalidCommand("a provided item appears twice", Clause.PROVISION)

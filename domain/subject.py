@@ -46,11 +46,11 @@ class DataSubject(Aggregate):
         cause: Cause
 
     class AppearedOn(Aggregate.Event):
-        certificate_record_id: UUID
+        record_id: UUID
         cause: Cause
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.certificate_record_ids.append(self.certificate_record_id)
+            aggregate.record_ids.append(self.record_id)
 
     class ProvisionNoted(Aggregate.Event):
         provision_id: UUID
@@ -106,7 +106,8 @@ class DataSubject(Aggregate):
         self.key_kind = key_kind
         self.key_generation = 1
         self.erased_generations: list[int] = []
-        self.certificate_record_ids: list[UUID] = []
+        # Certificate records and ACME accounts that hold this subject's items.
+        self.record_ids: list[UUID] = []
         self.provisions: list[tuple[UUID, str, datetime | None]] = []
         self.stop_requests: dict[str, StopRequest] = {}
         self.provision_stopped = False
@@ -120,9 +121,9 @@ class DataSubject(Aggregate):
             raise InvalidCommand("a subject key is an e-mail address or an upstream identifier")
         return cls._create(cls.Registered, id=subject_id, key_kind=key_kind, cause=cause)
 
-    def appear_on(self, certificate_record_id: UUID, cause: Cause) -> None:
-        if certificate_record_id not in self.certificate_record_ids:
-            self.trigger_event(self.AppearedOn, certificate_record_id=certificate_record_id, cause=cause)
+    def appear_on(self, record_id: UUID, cause: Cause) -> None:
+        if record_id not in self.record_ids:
+            self.trigger_event(self.AppearedOn, record_id=record_id, cause=cause)
 
     def note_provision(
         self,

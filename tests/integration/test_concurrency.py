@@ -39,7 +39,7 @@ def test_one_upstream_event_delivered_concurrently_has_one_effect(ledger: Ledger
         results = list(pool.map(lambda _: _collect(ledger, "race", upstream), range(6)))
     assert len({r.id for r in results}) == 1
     assert sum(not r.duplicate for r in results) == 1
-    assert ledger.data_subject(TARO).certificate_record_ids == [results[0].id]
+    assert ledger.data_subject(TARO).record_ids == [results[0].id]
 
 
 def test_concurrent_writers_on_one_subject_all_land(ledger: Ledger) -> None:

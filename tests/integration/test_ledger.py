@@ -94,7 +94,7 @@ def test_collection_lands_two_people_on_their_subjects(ledger: Ledger) -> None:
     record = ledger.certificate_record(record_id)
     assert record.policy_version == "v1"
     taro = ledger.data_subject(TARO)
-    assert taro.certificate_record_ids == [record_id]
+    assert taro.record_ids == [record_id]
     assert ledger.data_subject(SubjectKey.email(" Taro@EXAMPLE.jp")).id == taro.id
     package = ledger.disclosure_package(taro.id)
     assert package["records"][0]["items"] == TARO_ITEMS
@@ -409,7 +409,7 @@ def test_the_same_upstream_id_from_another_system_is_another_event(ledger: Ledge
     upstream = fresh_upstream_id()
     collect(ledger, ref="r1", channel="C1", upstream=upstream)
     collect(ledger, ref="r2", channel="C2", upstream=upstream)  # from "acme"
-    assert len(ledger.data_subject(TARO).certificate_record_ids) == 2
+    assert len(ledger.data_subject(TARO).record_ids) == 2
 
 
 # Disclosure (§7) ---------------------------------------------------------------

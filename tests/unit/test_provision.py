@@ -100,7 +100,7 @@ def test_a_ct_log_belongs_only_to_4_4() -> None:
         ({"recipient": Recipient(" ", "Name", "JP")}, "recipient identifier"),
         ({"recipient": Recipient("id", "Name", "Japan")}, "ISO 3166"),
         ({"items": []}, "needs the items"),
-        ({"items": [ProvidedItem("common_name")]}, "at least one data subject"),
+        ({"items": [ProvidedItem("common_name")]}, "a data subject's item or the certificate record"),
         ({"items": [ProvidedItem("name")]}, "needs its data subject"),
         ({"items": [ProvidedItem("shoe_size", SUBJECT)]}, "unknown provided item"),
         ({"category": None}, "basis"),
@@ -113,3 +113,14 @@ def test_a_provision_missing_recipient_subject_items_or_basis_is_refused(
     with pytest.raises(InvalidCommand, match=message) as refused:
         record(**overrides)
     assert refused.value.clause in {"§4", "§4.3"}
+
+
+def test_a_provision_of_certificate_fields_alone_needs_its_record_and_no_art_29_record() -> None:
+    provision = record(
+        category="4.4",
+        items=[ProvidedItem("common_name"), ProvidedItem("sans")],
+        certificate_record_id=uuid4(),
+        ct_submission=CtSubmission("argon", T0),
+    )
+    assert provision.subject_ids == []
+    assert not provision.record_required and provision.retention_until is None

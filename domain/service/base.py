@@ -1,0 +1,298 @@
+"""What every ledger command shares: idempotency, optimistic retries, batches.
+
+A command is a ``work`` function that loads aggregates, asks them to decide
+(they raise a :class:`~domain.errors.DomainError` to refuse) and returns the
+aggregates that changed. :meth:`LedgerBase._execute` runs it at most once per
+upstream event id and saves its events, together with an
+:class:`~domain.receipt.UpstreamReceipt`, in one transaction.
+
+Inside :meth:`LedgerBase.batch`, commands are not saved one by one: their events
+gather in a :class:`Batch` and :meth:`Batch.commit` saves them all in one
+transaction, in the order the commands ran, with a tracking record (the Kafka
+position) when one is given. A refused command leaves nothing in the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import hmac
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import Aggregate, CanMutateAggregate
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, JSONTranscoder, Tracking
+
+from domain.cause import Cause
+from domain.commands import CommandResult, PersonalItemInput
+from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
+from domain.identity import SubjectKey, subject_id_for
+from domain.personal import KeyRing, PersonalDataCipher, Sealed
+from domain.receipt import UpstreamReceipt, receipt_id
+from domain.subject import DataSubject
+from domain.transcodings import register_kiroku_transcodings
+
+_MAX_ATTEMPTS = 12
+
+A = TypeVar("A", bound=Aggregate)
+Work = Callable[[], tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]]
+
+
+class ConcurrencyConflict(DomainError):
+    """Raised when a command kept conflicting with concurrent writers and gave up."""
+
+
+def _canonical(value: Any) -> Any:
+    """A JSON-able form of a command's arguments, every field included.
+
+    ``repr`` will not do: the input types redact personal values in their
+    ``repr``, and a replay with another value must not pass for a duplicate.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__type__": type(value).__name__, **_canonical(dataclasses.asdict(value))}
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_canonical(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID | Enum):
+        return str(value.value if isinstance(value, Enum) else value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"unsupported value of type {type(value).__name__}")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Batch:
+    """Events of several commands, to be saved in one transaction."""
+
+    def __init__(self, ledger: LedgerBase) -> None:
+        self._ledger = ledger
+        self.aggregates: dict[UUID, Aggregate] = {}
+        self.events: list[CanMutateAggregate[UUID]] = []
+        self.save_kwargs: dict[str, list[Any]] = {}
+        self.results: list[CommandResult] = []
+
+    def add(self, aggregates: Sequence[Aggregate], save_kwargs: Mapping[str, Sequence[Any]]) -> None:
+        for aggregate in aggregates:
+            self.events.extend(aggregate.collect_events())
+            self.aggregates[aggregate.id] = aggregate
+        for key, values in save_kwargs.items():
+            self.save_kwargs.setdefault(key, []).extend(values)
+
+    def commit(self, tracking: Tracking | None = None) -> int | None:
+        """Saves every command's events and the tracking record; returns the last position.
+
+        Raises the store's ``IntegrityError`` when a concurrent writer changed one
+        of the aggregates, or the tracking position is not after the recorded one:
+        then nothing of the batch is saved and the caller runs it again.
+        """
+        processing = ProcessingEvent[UUID](tracking=tracking)
+        processing.collect_events(*self.events, **self.save_kwargs)
+        # _record() is how the library itself saves events with a tracking record.
+        recordings = self._ledger._record(processing)
+        return max((r.notification.id for r in recordings), default=None)
+
+
+class LedgerBase(Application[UUID]):
+    """The mechanics of the ledger's commands."""
+
+    name = "kiroku"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        keyring_factory: Callable[[ApplicationRecorder], KeyRing],
+        subject_id_secret: bytes,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        super().__init__(env)
+        self.keyring = keyring_factory(self.recorder)
+        self.cipher = PersonalDataCipher(self.keyring)
+        self._subject_secret = subject_id_secret
+        self.clock = clock
+        self._local = threading.local()
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        # A process recorder, so that ingest can record Kafka positions as
+        # tracking rows in the same transaction as the events they caused.
+        recorder = self.factory.process_recorder()
+        assert isinstance(recorder, ApplicationRecorder)
+        return recorder
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_kiroku_transcodings(transcoder)
+
+    # Batches ----------------------------------------------------------------
+
+    @property
+    def _batch(self) -> Batch | None:
+        batch: Batch | None = getattr(self._local, "batch", None)
+        return batch
+
+    @contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """Commands issued by this thread inside the block gather in one batch."""
+        if self._batch is not None:
+            raise RuntimeError("batches do not nest")
+        batch = Batch(self)
+        self._local.batch = batch
+        try:
+            yield batch
+        finally:
+            self._local.batch = None
+
+    # Loading ----------------------------------------------------------------
+
+    def _load(self, aggregate_id: UUID) -> object | None:
+        batch = self._batch
+        if batch is not None and aggregate_id in batch.aggregates:
+            # A copy, so a command refused half-way leaves the batch's state untouched.
+            return copy.deepcopy(batch.aggregates[aggregate_id])
+        try:
+            aggregate: object = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate
+
+    def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
+        aggregate = self._load(aggregate_id)
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"{what} {aggregate_id} not found")
+        return aggregate
+
+    def _find(self, cls: type[A], aggregate_id: UUID) -> A | None:
+        aggregate = self._load(aggregate_id)
+        return aggregate if isinstance(aggregate, cls) else None
+
+    # Running commands ----------------------------------------------------
+
+    def _fingerprint(self, command: str, args: Any) -> str:
+        # Keyed, so a fingerprint over personal values reveals nothing of them.
+        try:
+            canonical = json.dumps([command, _canonical(args)], sort_keys=True, ensure_ascii=False)
+        except TypeError as exc:
+            raise InvalidCommand(f"{command}: {exc}") from None
+        return hmac.new(self._subject_secret, canonical.encode(), hashlib.sha256).hexdigest()
+
+    def _execute(self, cause: Cause, command: str, args: Any, work: Work) -> CommandResult:
+        """Runs ``work`` and records what it changed, once per upstream event id.
+
+        ``work`` returns the aggregates to save, the result id and extra keyword
+        arguments for the recorder (such as keys to shred). Outside a batch it is
+        re-run from fresh state when a concurrent writer got there first.
+        """
+        if not isinstance(cause, Cause):
+            raise InvalidCommand("every command needs its cause")
+        fingerprint = self._fingerprint(command, args) if cause.upstream_event_id else ""
+        for attempt in range(_MAX_ATTEMPTS):
+            duplicate = self._check_receipt(cause, command, fingerprint)
+            if duplicate is not None:
+                return duplicate
+            try:
+                aggregates, result_id, save_kwargs = work()
+            except DomainError:
+                # A concurrent delivery of this same upstream event may have been
+                # recorded since the check above; then this one is a duplicate.
+                duplicate = self._check_receipt(cause, command, fingerprint)
+                if duplicate is not None:
+                    return duplicate
+                raise
+            to_save: list[Aggregate] = list(aggregates)
+            if cause.upstream_event_id:
+                to_save.append(
+                    UpstreamReceipt.applied(
+                        source_system=cause.source_system,
+                        upstream_event_id=cause.upstream_event_id,
+                        command=command,
+                        fingerprint=fingerprint,
+                        result_id=result_id,
+                        cause=cause,
+                    )
+                )
+            batch = self._batch
+            if batch is not None:
+                batch.add(to_save, save_kwargs)
+                result = CommandResult(result_id, None)
+                batch.results.append(result)
+                return result
+            try:
+                recordings = self.save(*to_save, **save_kwargs)
+            except IntegrityError:
+                # Someone else wrote one of these aggregates (or this very
+                # upstream event) first: decide again from the new state.
+                if attempt == _MAX_ATTEMPTS - 1:
+                    raise ConcurrencyConflict(
+                        f"{command} kept conflicting with concurrent writes; try again"
+                    ) from None
+                # Jittered backoff, so racing writers do not collide again in step.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - not for secrets
+                continue
+            position = max((r.notification.id for r in recordings), default=None)
+            return CommandResult(result_id, position)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_receipt(self, cause: Cause, command: str, fingerprint: str) -> CommandResult | None:
+        if not cause.upstream_event_id:
+            return None
+        receipt = self._find(UpstreamReceipt, receipt_id(cause.source_system, cause.upstream_event_id))
+        if receipt is None:
+            return None
+        if receipt.command != command or receipt.fingerprint != fingerprint:
+            raise UpstreamEventConflict(
+                f"upstream event {cause.upstream_event_id} from {cause.source_system} was already "
+                f"applied as a different {receipt.command} command"
+            )
+        position = None if self._batch is not None else self.recorder.max_notification_id()
+        return CommandResult(receipt.result_id, position, duplicate=True)
+
+    # Subjects and their values -----------------------------------------
+
+    def subject_id(self, key: SubjectKey) -> UUID:
+        """The pseudonymous id of the subject with this natural key."""
+        return subject_id_for(key, self._subject_secret)
+
+    def _resolve_subject(self, subject: SubjectKey | UUID) -> UUID:
+        if isinstance(subject, UUID):
+            return subject
+        if isinstance(subject, SubjectKey):
+            return self.subject_id(subject)
+        raise InvalidCommand("a data subject is named by its key or its id")
+
+    def _existing_subject(self, subject: SubjectKey | UUID) -> DataSubject:
+        return self._get(DataSubject, self._resolve_subject(subject), "data subject")
+
+    def _subjects_for(self, keys: Sequence[SubjectKey], cause: Cause) -> dict[SubjectKey, DataSubject]:
+        """The subjects with these keys, registering those seen for the first time."""
+        subjects: dict[SubjectKey, DataSubject] = {}
+        for key in keys:
+            if key in subjects:
+                continue
+            if not isinstance(key, SubjectKey):
+                raise InvalidCommand("a personal item needs its data subject's key")
+            subject_id = self.subject_id(key)
+            existing = self._find(DataSubject, subject_id)
+            subjects[key] = existing or DataSubject.register(
+                subject_id=subject_id, key_kind=key.kind, cause=cause
+            )
+        return subjects
+
+    def _seal(self, subject: DataSubject, item: PersonalItemInput) -> Sealed:
+        return self.cipher.seal(subject.id, subject.key_generation, str(item.kind), item.value)

@@ -1,0 +1,213 @@
+"""Requests of data subjects: disclosure (§7) and erasure; and reading what is held."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from domain.account import AcmeAccount
+from domain.cause import Cause
+from domain.certificate import CertificateRecord
+from domain.codes import DisclosureFormat, DisclosureRefusalGround
+from domain.commands import CommandResult
+from domain.disclosure import DisclosureRequest
+from domain.errors import NotFound
+from domain.identity import SubjectKey, deterministic_id
+from domain.package import build_package, package_digest
+from domain.provision import Provision, add_years
+from domain.service.base import LedgerBase
+from domain.subject import DataSubject, LegalHold
+
+#: CA issuance records are kept until two years after the certificate expires.
+ISSUANCE_RECORD_RETENTION_YEARS = 2
+#: Default time to answer a disclosure request ("without delay"; the CA's own target).
+DISCLOSURE_DUE_DAYS = 14
+
+
+class RequestCommands(LedgerBase):
+    """Disclosure and erasure requests, legal holds, and the disclosure package."""
+
+    # Disclosure (§7) -------------------------------------------------------
+
+    def open_disclosure(
+        self,
+        subject: SubjectKey | UUID,
+        *,
+        requested_format: DisclosureFormat | str,
+        due_at: datetime | None = None,
+        cause: Cause,
+    ) -> CommandResult:
+        def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
+            data_subject = self._existing_subject(subject)
+            request_id = (
+                deterministic_id("disclosure", cause.source_system, cause.upstream_event_id)
+                if cause.upstream_event_id
+                else uuid4()
+            )
+            request = DisclosureRequest.receive(
+                request_id=request_id,
+                subject_id=data_subject.id,
+                due_at=due_at or cause.occurred_at + timedelta(days=DISCLOSURE_DUE_DAYS),
+                requested_format=requested_format,
+                cause=cause,
+            )
+            return [request], request_id, {}
+
+        args = [str(self._resolve_subject(subject)), str(requested_format), due_at]
+        return self._execute(cause, "open_disclosure", args, work)
+
+    def _on_disclosure(
+        self,
+        request_id: UUID,
+        command: str,
+        args: Any,
+        cause: Cause,
+        act: Callable[[DisclosureRequest], None],
+    ) -> CommandResult:
+        def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
+            request = self._get(DisclosureRequest, request_id, "disclosure request")
+            act(request)
+            return [request], request_id, {}
+
+        return self._execute(cause, command, [request_id, args], work)
+
+    def request_identity_verification(self, request_id: UUID, *, method: str, cause: Cause) -> CommandResult:
+        return self._on_disclosure(
+            request_id,
+            "request_identity_verification",
+            method,
+            cause,
+            lambda r: r.request_verification(method=method, cause=cause),
+        )
+
+    def record_identity_verified(self, request_id: UUID, *, evidence_ref: str, cause: Cause) -> CommandResult:
+        return self._on_disclosure(
+            request_id,
+            "record_identity_verified",
+            evidence_ref,
+            cause,
+            lambda r: r.record_verified(evidence_ref=evidence_ref, cause=cause),
+        )
+
+    def record_identity_verification_failed(
+        self, request_id: UUID, *, reason: str, cause: Cause
+    ) -> CommandResult:
+        return self._on_disclosure(
+            request_id,
+            "record_identity_verification_failed",
+            reason,
+            cause,
+            lambda r: r.record_verification_failed(reason=reason, cause=cause),
+        )
+
+    def refuse_disclosure(
+        self, request_id: UUID, *, ground: DisclosureRefusalGround | str, explanation: str, cause: Cause
+    ) -> CommandResult:
+        return self._on_disclosure(
+            request_id,
+            "refuse_disclosure",
+            [str(ground), explanation],
+            cause,
+            lambda r: r.refuse(ground=ground, explanation=explanation, cause=cause),
+        )
+
+    def fulfil_disclosure(self, request_id: UUID, *, cause: Cause) -> tuple[CommandResult, dict[str, Any]]:
+        """§7: answers with a package of all the subject's information, provision records included."""
+        packages: list[dict[str, Any]] = []
+
+        def act(request: DisclosureRequest) -> None:
+            package = self.disclosure_package(request.subject_id)
+            packages.append(package)
+            request.fulfil(
+                package_digest=package_digest(package),
+                item_count=sum(len(r["items"]) for r in package["records"]),
+                provision_count=len(package["provisions"]),
+                cause=cause,
+            )
+
+        result = self._on_disclosure(request_id, "fulfil_disclosure", None, cause, act)
+        if not packages:  # a replay: the package is built again from the record
+            request = self._get(DisclosureRequest, request_id, "disclosure request")
+            packages.append(self.disclosure_package(request.subject_id))
+        return result, packages[-1]
+
+    def disclosure_request(self, request_id: UUID) -> DisclosureRequest:
+        return self._get(DisclosureRequest, request_id, "disclosure request")
+
+    # Erasure (crypto-shredding) -------------------------------------------
+
+    def request_erasure(self, subject: SubjectKey | UUID, *, cause: Cause) -> CommandResult:
+        def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
+            data_subject = self._existing_subject(subject)
+            data_subject.request_erasure(cause)
+            return [data_subject], data_subject.id, {}
+
+        return self._execute(cause, "request_erasure", [str(self._resolve_subject(subject))], work)
+
+    def legal_holds(self, subject_id: UUID, at: datetime | None = None) -> list[LegalHold]:
+        """Retention obligations on the subject's data that are still running at ``at``."""
+        moment = at or self.clock()
+        subject = self._get(DataSubject, subject_id, "data subject")
+        holds = subject.provision_holds(moment)
+        for record in self._issued_records_of(subject):
+            assert record.not_after is not None
+            until = add_years(record.not_after, ISSUANCE_RECORD_RETENTION_YEARS)
+            if until > moment:
+                holds.append(
+                    LegalHold("CA issuance record retention", until, f"certificate-record:{record.id}")
+                )
+        return sorted(holds, key=lambda h: (h.until, h.reference))
+
+    def _issued_records_of(self, subject: DataSubject) -> list[CertificateRecord]:
+        """Issued certificates whose issuance records hold the subject's items.
+
+        A record holds them itself, or through the ACME account it was ordered under.
+        """
+        records: dict[UUID, CertificateRecord] = {}
+        for holder_id in subject.record_ids:
+            holder = self._load(holder_id)
+            if isinstance(holder, CertificateRecord):
+                records[holder.id] = holder
+            elif isinstance(holder, AcmeAccount):
+                for record_id in holder.certificate_record_ids:
+                    records[record_id] = self._get(CertificateRecord, record_id, "certificate record")
+        return [r for r in records.values() if r.not_after is not None]
+
+    def carry_out_erasure(self, subject: SubjectKey | UUID, *, cause: Cause) -> CommandResult:
+        """Destroys the subject's key once no legal hold applies; refused while one does."""
+
+        def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
+            data_subject = self._existing_subject(subject)
+            holds = self.legal_holds(data_subject.id, self.clock())
+            generation = data_subject.erase(holds=holds, cause=cause)
+            # The key is destroyed in the same transaction as the Erased event.
+            return [data_subject], data_subject.id, {"shred": [(data_subject.id, generation)]}
+
+        return self._execute(cause, "carry_out_erasure", [str(self._resolve_subject(subject))], work)
+
+    # Reading ---------------------------------------------------------------
+
+    def data_subject(self, subject: SubjectKey | UUID) -> DataSubject:
+        return self._existing_subject(subject)
+
+    def certificate_record(self, record_id: UUID) -> CertificateRecord:
+        return self._get(CertificateRecord, record_id, "certificate record")
+
+    def acme_account(self, account_id: UUID) -> AcmeAccount:
+        return self._get(AcmeAccount, account_id, "ACME account")
+
+    def disclosure_package(self, subject_id: UUID) -> dict[str, Any]:
+        """All the subject's information: items (current and superseded), records, provisions."""
+        subject = self._get(DataSubject, subject_id, "data subject")
+        holders: list[CertificateRecord | AcmeAccount] = []
+        for holder_id in subject.record_ids:
+            holder = self._load(holder_id)
+            if not isinstance(holder, CertificateRecord | AcmeAccount):
+                raise NotFound(f"record {holder_id} of subject {subject_id} not found")
+            holders.append(holder)
+        provisions = [self._get(Provision, pid, "provision") for pid, _, _ in subject.provisions]
+        return build_package(subject, holders, provisions, self.cipher, self.clock())

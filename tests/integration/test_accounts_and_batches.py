@@ -1,0 +1,232 @@
+"""ACME accounts (§5 C2, §6) and batches of commands saved in one transaction (both backends)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from domain.account import AcmeAccount
+from domain.application import Ledger
+from domain.certificate import CertificateIdentity, CertificateRecord
+from domain.commands import PersonalItemInput, ProvidedItemInput
+from domain.errors import DomainError, LegalHoldActive, PolicyViolation
+from domain.identity import SubjectKey
+from domain.provision import CtSubmission, Recipient
+from tests.helpers import T0, FakeClock, cause, fresh_upstream_id, publish_policy
+
+ALICE = "alice@example.com"
+BOB = "bob@example.com"
+CT_OPERATOR = Recipient("ct:argon", "Argon log operator", "US")
+
+
+def acme(upstream: str | None = None) -> object:
+    return cause(source="acme", upstream=upstream or fresh_upstream_id(), actor="acme-server")
+
+
+def register(ledger: Ledger, ref: str = "acct-1", contacts: tuple[str, ...] = (ALICE,)) -> None:
+    ledger.register_account(account_ref=ref, contacts=list(contacts), purposes=["P1", "P3"], cause=acme())
+
+
+def issue(ledger: Ledger, order: str, account: str = "acct-1", days: int = 90) -> CertificateRecord:
+    result = ledger.collect(
+        record_ref=order,
+        channel="C2",
+        purposes=["P1", "P3"],
+        certificate=CertificateIdentity(f"{order}.example.com", [f"{order}.example.com"], "DV", "0a1b"),
+        account_ref=account,
+        validity=(T0, T0 + timedelta(days=days)),
+        cause=acme(),
+    )
+    assert result.id is not None
+    return ledger.certificate_record(result.id)
+
+
+def test_an_acme_account_holds_its_contacts_sealed(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger, contacts=(ALICE, BOB))
+    alice = ledger.data_subject(SubjectKey.email(ALICE))
+    package = ledger.disclosure_package(alice.id)
+    assert [(p["kind"], p["channel"], p["items"]) for p in package["records"]] == [
+        ("acme-account", "C2", {"email": ALICE})
+    ]
+    account = ledger.acme_account(alice.record_ids[0])
+    assert len(account.subject_ids) == 2
+
+
+def test_an_account_needs_a_policy_that_allows_acme(ledger: Ledger) -> None:
+    publish_policy(ledger, channels=["C1"])
+    with pytest.raises(PolicyViolation) as refused:
+        register(ledger)
+    assert refused.value.clause == "§5"
+
+
+def test_a_contact_update_through_acme_replaces_the_contacts_and_keeps_the_old(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger, contacts=(ALICE,))
+    ledger.update_account_contacts(account_ref="acct-1", contacts=[BOB], channel="C2", cause=acme())
+    alice_id = ledger.subject_id(SubjectKey.email(ALICE))
+    part = ledger.disclosure_package(alice_id)["records"][0]
+    assert part["items"] == {}
+    assert [s["value"] for s in part["superseded_items"]] == [ALICE]
+    bob_part = ledger.disclosure_package(ledger.subject_id(SubjectKey.email(BOB)))["records"][0]
+    assert bob_part["items"] == {"email": BOB}
+
+
+@pytest.mark.parametrize("channel", ["C3", "C4"])
+def test_an_account_is_not_corrected_through_other_channels(ledger: Ledger, channel: str) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    with pytest.raises(PolicyViolation) as refused:
+        ledger.update_account_contacts(account_ref="acct-1", contacts=[BOB], channel=channel, cause=acme())
+    assert refused.value.clause == "§6"
+
+
+def test_a_certificate_ordered_under_an_account_is_linked_and_issued(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    record = issue(ledger, "order-1")
+    assert record.status_at(T0 + timedelta(days=1)) == "issued"
+    assert record.account_id is not None
+    assert ledger.acme_account(record.account_id).certificate_record_ids == [record.id]
+
+
+def test_a_deactivated_account_orders_nothing(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    ledger.deactivate_account(account_ref="acct-1", cause=acme())
+    with pytest.raises(DomainError, match="deactivated"):
+        issue(ledger, "order-2")
+
+
+def test_the_account_contacts_are_held_while_its_certificates_issuance_records_are(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    record = issue(ledger, "order-1", days=90)
+    assert record.not_after is not None
+    alice = SubjectKey.email(ALICE)
+    ledger.request_erasure(alice, cause=cause())
+    clock.now = record.not_after + timedelta(days=365 * 2 - 1)
+    with pytest.raises(LegalHoldActive):
+        ledger.carry_out_erasure(alice, cause=cause(clock.now))
+    clock.now = record.not_after + timedelta(days=365 * 2 + 1)
+    ledger.carry_out_erasure(alice, cause=cause(clock.now))
+    assert ledger.disclosure_package(ledger.subject_id(alice))["records"][0]["items"] == {"email": "[erased]"}
+
+
+def test_a_ct_submission_of_a_certificate_without_personal_data_is_recorded(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    record = issue(ledger, "order-1")
+    result = ledger.record_provision(
+        category="4.4",
+        recipient=CT_OPERATOR,
+        certificate_record_id=record.id,
+        items=[ProvidedItemInput("common_name"), ProvidedItemInput("sans")],
+        ct_submission=CtSubmission("argon2025", T0),
+        cause=acme(),
+    )
+    assert result.id is not None
+    provision = ledger.provision(result.id)
+    assert provision.subject_ids == [] and not provision.record_required
+    assert ledger.certificate_record(record.id).provisions == [(result.id, "4.4", "ct:argon")]
+
+
+# Batches ------------------------------------------------------------------------
+
+
+def test_a_batch_saves_every_command_in_one_transaction_with_its_tracking(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    before = ledger.recorder.max_notification_id() or 0
+    with ledger.batch() as batch:
+        register(ledger)
+        record = ledger.collect(
+            record_ref="order-1",
+            channel="C2",
+            purposes=["P1"],
+            certificate=CertificateIdentity("a.example.com", [], "DV", "01"),
+            account_ref="acct-1",
+            validity=(T0, T0 + timedelta(days=30)),
+            cause=acme(),
+        )
+        assert record.position is None  # nothing is saved before the commit
+        assert (ledger.recorder.max_notification_id() or 0) == before
+        position = batch.commit(Tracking("acme.events:0", 41))
+    assert position is not None and position > before
+    assert ledger.recorder.max_tracking_id("acme.events:0") == 41
+    assert record.id is not None and ledger.certificate_record(record.id).account_id is not None
+    # Events are stored in the order the commands ran: the account before the certificate.
+    topics = [n.topic for n in ledger.recorder.select_notifications(start=before + 1, limit=100)]
+    assert topics.index("domain.account:AcmeAccount.Registered") < topics.index(
+        "domain.certificate:CertificateRecord.Collected"
+    )
+
+
+def test_a_refused_command_leaves_nothing_in_the_batch(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger, contacts=(ALICE,))
+    alice = SubjectKey.email(ALICE)
+    with ledger.batch() as batch:
+        ledger.request_stop(alice, request_id="s1", cause=cause())
+        ledger.decide_stop(alice, request_id="s1", accepted=True, reason="asked", cause=cause())
+        with pytest.raises(DomainError):
+            # Refused half-way: Bob's note would pass, Alice's is refused (§11).
+            ledger.record_provision(
+                category="4.1",
+                recipient=Recipient("op", "Operator", "JP"),
+                items=[ProvidedItemInput("email", SubjectKey.email(BOB)), ProvidedItemInput("email", alice)],
+                cause=cause(),
+            )
+        batch.commit()
+    assert ledger.data_subject(alice).provisions == []
+    assert ledger.data_subject(alice).provision_stopped
+
+
+def test_the_same_upstream_event_twice_in_a_batch_is_applied_once(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    upstream = fresh_upstream_id()
+    with ledger.batch() as batch:
+        first = ledger.register_account(
+            account_ref="a", contacts=[ALICE], purposes=["P1"], cause=acme(upstream)
+        )
+        second = ledger.register_account(
+            account_ref="a", contacts=[ALICE], purposes=["P1"], cause=acme(upstream)
+        )
+        batch.commit(Tracking("acme.events:1", 7))
+    assert second.duplicate and second.id == first.id
+
+
+def test_a_batch_behind_the_recorded_position_is_refused_whole(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    with ledger.batch() as batch:
+        register(ledger, ref="a1")
+        batch.commit(Tracking("acme.events:2", 10))
+    before = ledger.recorder.max_notification_id()
+    with ledger.batch() as batch:
+        register(ledger, ref="a2")
+        with pytest.raises(IntegrityError):
+            batch.commit(Tracking("acme.events:2", 10))
+    assert ledger.recorder.max_notification_id() == before
+    assert ledger.recorder.max_tracking_id("acme.events:2") == 10
+    account_id = ledger.acme_account_id("acme", "a2")
+    with pytest.raises(DomainError):
+        ledger.acme_account(account_id)
+
+
+def test_personal_items_of_a_record_stay_with_their_collection(ledger: Ledger) -> None:
+    """A record with personal items still collects as before under the split service."""
+    publish_policy(ledger)
+    result = ledger.collect(
+        record_ref="app-1",
+        channel="C1",
+        purposes=["P1"],
+        certificate=CertificateIdentity("b.example.jp", [], "DV"),
+        personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "name", "Alice Smith")],
+        cause=cause(),
+    )
+    assert result.id is not None
+    assert isinstance(ledger.certificate_record(result.id), CertificateRecord)
+    assert not isinstance(ledger.certificate_record(result.id), AcmeAccount)
