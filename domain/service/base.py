@@ -31,7 +31,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate, CanMutateAggregate
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, JSONTranscoder, Tracking
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    JSONTranscoder,
+    ProcessRecorder,
+    Tracking,
+)
 
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
@@ -139,6 +145,12 @@ class LedgerBase(Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_kiroku_transcodings(transcoder)
+
+    def tracked_position(self, stream: str) -> int | None:
+        """The last position recorded for an upstream stream (a Kafka topic partition)."""
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder.max_tracking_id(stream)
 
     # Batches ----------------------------------------------------------------
 

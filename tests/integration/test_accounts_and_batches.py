@@ -9,6 +9,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.account import AcmeAccount
 from domain.application import Ledger
+from domain.cause import Cause
 from domain.certificate import CertificateIdentity, CertificateRecord
 from domain.commands import PersonalItemInput, ProvidedItemInput
 from domain.errors import DomainError, LegalHoldActive, PolicyViolation
@@ -21,7 +22,7 @@ BOB = "bob@example.com"
 CT_OPERATOR = Recipient("ct:argon", "Argon log operator", "US")
 
 
-def acme(upstream: str | None = None) -> object:
+def acme(upstream: str | None = None) -> Cause:
     return cause(source="acme", upstream=upstream or fresh_upstream_id(), actor="acme-server")
 
 
@@ -156,7 +157,7 @@ def test_a_batch_saves_every_command_in_one_transaction_with_its_tracking(ledger
         assert (ledger.recorder.max_notification_id() or 0) == before
         position = batch.commit(Tracking("acme.events:0", 41))
     assert position is not None and position > before
-    assert ledger.recorder.max_tracking_id("acme.events:0") == 41
+    assert ledger.tracked_position("acme.events:0") == 41
     assert record.id is not None and ledger.certificate_record(record.id).account_id is not None
     # Events are stored in the order the commands ran: the account before the certificate.
     topics = [n.topic for n in ledger.recorder.select_notifications(start=before + 1, limit=100)]
@@ -210,7 +211,7 @@ def test_a_batch_behind_the_recorded_position_is_refused_whole(ledger: Ledger) -
         with pytest.raises(IntegrityError):
             batch.commit(Tracking("acme.events:2", 10))
     assert ledger.recorder.max_notification_id() == before
-    assert ledger.recorder.max_tracking_id("acme.events:2") == 10
+    assert ledger.tracked_position("acme.events:2") == 10
     account_id = ledger.acme_account_id("acme", "a2")
     with pytest.raises(DomainError):
         ledger.acme_account(account_id)
