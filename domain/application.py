@@ -9,9 +9,8 @@ event, so that replaying it changes nothing. See :mod:`domain.service`.
 
 from __future__ import annotations
 
+from domain.service.acme import AcmeCommands
 from domain.service.base import Batch, ConcurrencyConflict
-from domain.service.provision import ProvisionCommands
-from domain.service.records import RecordCommands
 from domain.service.requests import DISCLOSURE_DUE_DAYS, ISSUANCE_RECORD_RETENTION_YEARS, RequestCommands
 
 __all__ = [
@@ -23,7 +22,7 @@ __all__ = [
 ]
 
 
-class Ledger(RecordCommands, ProvisionCommands, RequestCommands):
+class Ledger(AcmeCommands, RequestCommands):
     """Records collection, correction, provision, stop, disclosure and erasure."""
 
     name = "kiroku"  # the event store's table names (kiroku_events, kiroku_tracking)

@@ -43,62 +43,86 @@ class ProvisionCommands(LedgerBase):
         args = [str(category), recipient, list(items), certificate_record_id, legal_ground, ct_submission]
 
         def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
-            provision_id = (
-                deterministic_id("provision", cause.source_system, cause.upstream_event_id)
-                if cause.upstream_event_id
-                else uuid4()
-            )
-            resolved: list[ProvidedItem] = []
-            subjects: dict[UUID, DataSubject] = {}
-            for item in items:
-                if item.subject is None:
-                    resolved.append(ProvidedItem(item.item))
-                    continue
-                subject = self._existing_subject(item.subject)
-                subjects[subject.id] = subject
-                resolved.append(ProvidedItem(item.item, subject.id))
             record = None
             if certificate_record_id is not None:
                 record = self._get(CertificateRecord, certificate_record_id, "certificate record")
-                held = set(record.items)
-                if record.account_id is not None:
-                    held |= set(self._get(AcmeAccount, record.account_id, "ACME account").items)
-                for provided in resolved:
-                    if provided.subject_id is not None and (provided.subject_id, provided.item) not in held:
-                        raise InvalidCommand(
-                            f"item {provided.item} of subject {provided.subject_id} is not on the record",
-                            Clause.PROVISION,
-                        )
-            provision = Provision.record(
-                provision_id=provision_id,
+            provision, changed = self._provide(
                 category=category,
                 recipient=recipient,
-                items=resolved,
-                certificate_record_id=certificate_record_id,
+                items=items,
+                record=record,
                 legal_ground=legal_ground,
                 ct_submission=ct_submission,
                 cause=cause,
             )
-            checked_category = ProvisionCategory(provision.category)
-            for subject in subjects.values():
-                subject.note_provision(
-                    provision_id=provision_id,
-                    category=checked_category,
-                    retention_until=provision.retention_until,
-                    cause=cause,
-                )
-            changed: list[Aggregate] = [provision, *subjects.values()]
-            if record is not None:
-                record.note_provision(
-                    provision_id=provision_id,
-                    category=checked_category,
-                    recipient_id=recipient.recipient_id,
-                    cause=cause,
-                )
-                changed.append(record)
-            return changed, provision_id, {}
+            return changed, provision.id, {}
 
         return self._execute(cause, "record_provision", args, work)
+
+    def _provide(
+        self,
+        *,
+        category: ProvisionCategory | str,
+        recipient: Recipient,
+        items: Sequence[ProvidedItemInput],
+        record: CertificateRecord | None,
+        legal_ground: LegalGround | str | None,
+        ct_submission: CtSubmission | None,
+        cause: Cause,
+    ) -> tuple[Provision, list[Aggregate]]:
+        """A provision and every aggregate it changed; ``record`` is the one it concerns, if any."""
+        provision_id = (
+            deterministic_id("provision", cause.source_system, cause.upstream_event_id)
+            if cause.upstream_event_id
+            else uuid4()
+        )
+        resolved: list[ProvidedItem] = []
+        subjects: dict[UUID, DataSubject] = {}
+        for item in items:
+            if item.subject is None:
+                resolved.append(ProvidedItem(item.item))
+                continue
+            subject = self._existing_subject(item.subject)
+            subjects[subject.id] = subject
+            resolved.append(ProvidedItem(item.item, subject.id))
+        if record is not None:
+            held = set(record.items)
+            if record.account_id is not None:
+                held |= set(self._get(AcmeAccount, record.account_id, "ACME account").items)
+            for provided in resolved:
+                if provided.subject_id is not None and (provided.subject_id, provided.item) not in held:
+                    raise InvalidCommand(
+                        f"item {provided.item} of subject {provided.subject_id} is not on the record",
+                        Clause.PROVISION,
+                    )
+        provision = Provision.record(
+            provision_id=provision_id,
+            category=category,
+            recipient=recipient,
+            items=resolved,
+            certificate_record_id=record.id if record is not None else None,
+            legal_ground=legal_ground,
+            ct_submission=ct_submission,
+            cause=cause,
+        )
+        checked_category = ProvisionCategory(provision.category)
+        for subject in subjects.values():
+            subject.note_provision(
+                provision_id=provision_id,
+                category=checked_category,
+                retention_until=provision.retention_until,
+                cause=cause,
+            )
+        changed: list[Aggregate] = [provision, *subjects.values()]
+        if record is not None:
+            record.note_provision(
+                provision_id=provision_id,
+                category=checked_category,
+                recipient_id=recipient.recipient_id,
+                cause=cause,
+            )
+            changed.append(record)
+        return provision, changed
 
     # Stop of third-party provision (§11) ---------------------------------
 

@@ -122,50 +122,85 @@ class RecordCommands(LedgerBase):
         ]
 
         def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
-            if not isinstance(record_ref, str) or not record_ref.strip():
-                raise InvalidCommand("a collection needs the upstream record reference")
-            record_id = self.certificate_record_id(cause.source_system, record_ref)
-            if self._find(CertificateRecord, record_id) is not None:
-                raise PolicyViolation(
-                    f"certificate record {record_id} was already collected; changes to it are corrections",
-                    Clause.CORRECTION,
-                )
-            policy = self._policy_in_force(cause)
-            account = None
-            if account_ref is not None:
-                account = self._get(
-                    AcmeAccount, self.acme_account_id(cause.source_system, account_ref), "ACME account"
-                )
-            subjects = self._subjects_for([i.subject for i in personal_items], cause)
-            sealed = [self._seal(subjects[item.subject], item) for item in personal_items]
-            record = CertificateRecord.collect(
-                record_id=record_id,
-                record_ref=record_ref.strip(),
+            record, changed = self._new_record(
+                record_ref=record_ref,
                 channel=channel,
-                policy=policy,
-                purposes=list(purposes),
+                purposes=purposes,
                 certificate=certificate,
                 organisation=organisation,
-                items=sealed,
-                account_id=account.id if account else None,
+                personal_items=personal_items,
+                account_ref=account_ref,
+                validity=validity,
                 cause=cause,
             )
-            if validity is not None:
-                serial = certificate.serial
-                if not serial:
-                    raise InvalidCommand("an issued certificate needs its serial")
-                record.record_issuance(
-                    serial=serial, not_before=validity[0], not_after=validity[1], cause=cause
-                )
-            for subject in subjects.values():
-                subject.appear_on(record_id, cause)
-            changed: list[Aggregate] = [record, *subjects.values()]
-            if account is not None:
-                account.link_certificate(record_id, cause)
-                changed.append(account)
-            return changed, record_id, {}
+            return changed, record.id, {}
 
         return self._execute(cause, "collect", args, work)
+
+    def _new_record(
+        self,
+        *,
+        record_ref: str,
+        channel: Channel | str,
+        purposes: Sequence[str],
+        certificate: CertificateIdentity,
+        organisation: Mapping[str, str] | None,
+        personal_items: Sequence[PersonalItemInput],
+        account_ref: str | None,
+        validity: tuple[datetime, datetime] | None,
+        cause: Cause,
+    ) -> tuple[CertificateRecord, list[Aggregate]]:
+        """A newly collected record and every aggregate the collection changed."""
+        if not isinstance(record_ref, str) or not record_ref.strip():
+            raise InvalidCommand("a collection needs the upstream record reference")
+        record_id = self.certificate_record_id(cause.source_system, record_ref)
+        if self._find(CertificateRecord, record_id) is not None:
+            raise PolicyViolation(
+                f"certificate record {record_id} was already collected; changes to it are corrections",
+                Clause.CORRECTION,
+            )
+        policy = self._policy_in_force(cause)
+        account = None
+        if account_ref is not None:
+            account = self._get(
+                AcmeAccount, self.acme_account_id(cause.source_system, account_ref), "ACME account"
+            )
+        subjects = self._subjects_for([i.subject for i in personal_items], cause)
+        sealed = [self._seal(subjects[item.subject], item) for item in personal_items]
+        record = CertificateRecord.collect(
+            record_id=record_id,
+            record_ref=record_ref.strip(),
+            channel=channel,
+            policy=policy,
+            purposes=list(purposes),
+            certificate=certificate,
+            organisation=organisation,
+            items=sealed,
+            account_id=account.id if account else None,
+            cause=cause,
+        )
+        if validity is not None:
+            self._issue(record, certificate, validity, cause)
+        for subject in subjects.values():
+            subject.appear_on(record_id, cause)
+        changed: list[Aggregate] = [record, *subjects.values()]
+        if account is not None:
+            account.link_certificate(record_id, cause)
+            changed.append(account)
+        return record, changed
+
+    @staticmethod
+    def _issue(
+        record: CertificateRecord,
+        certificate: CertificateIdentity,
+        validity: tuple[datetime, datetime],
+        cause: Cause,
+    ) -> None:
+        if not certificate.serial:
+            raise InvalidCommand("an issued certificate needs its serial")
+        record.record_issuance(
+            serial=certificate.serial, not_before=validity[0], not_after=validity[1], cause=cause
+        )
 
     # Certificate lifecycle --------------------------------------------------
 
