@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
+from kiroku.ingest_cli import register as register_ingest_commands
 from kiroku.settings import Settings, SettingsError
 
 log = logging.getLogger("kiroku")
@@ -52,11 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with no database configured, record into the embedded store in KIROKU_DATA_DIR (.kiroku)",
     )
     run.set_defaults(func=_run)
+    register_ingest_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -122,6 +122,18 @@ def _local_key(path: Path) -> bytes:
     return key
 
 
+def parse_bootstrap_servers(value: str, setting: str = "KAFKA_BOOTSTRAP_SERVERS") -> str:
+    """``host:port[,host:port…]``, checked so a typo fails at start-up, not at the first poll."""
+    servers = [part.strip() for part in value.split(",") if part.strip()]
+    if not servers:
+        raise SettingsError(f"{setting}: no broker address")
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"{setting}: {server!r} is not host:port")
+    return ",".join(servers)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything kiroku reads from its environment."""
@@ -130,6 +142,8 @@ class Settings:
     data_dir: Path
     master_key: bytes = field(repr=False)
     pseudonym_key: bytes = field(repr=False)
+    kafka_bootstrap_servers: str | None = None
+    group_id: str = "kiroku"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -151,9 +165,15 @@ class Settings:
                 keys[setting] = _local_key(data_dir / filename)
             else:
                 raise SettingsError(f"{setting}: required when the event store is PostgreSQL")
+        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS")
+        group_id = env.get("KIROKU_GROUP_ID") or "kiroku"
+        if len(group_id) > 200 or not group_id.strip():
+            raise SettingsError("KIROKU_GROUP_ID: must be 1-200 characters")
         return cls(
             database=database,
             data_dir=data_dir,
             master_key=keys["KIROKU_MASTER_KEY"],
             pseudonym_key=keys["KIROKU_PSEUDONYM_KEY"],
+            kafka_bootstrap_servers=parse_bootstrap_servers(bootstrap) if bootstrap else None,
+            group_id=group_id.strip(),
         )

@@ -1,0 +1,206 @@
+"""``kiroku consume``, ``kiroku publish``, ``kiroku broker`` and ``kiroku policy init``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaProducer
+
+from consumers.contract import Contract
+from consumers.ingest import Ingest, IngestSettings
+from consumers.synthetic import Traffic
+from consumers.topics import UPSTREAM_TOPICS, create_topics
+from domain.cause import Cause
+from domain.errors import DomainError
+from kiroku.bootstrap import build_ledger
+from kiroku.broker import TansuBroker
+from kiroku.policy_text import CHANNELS, PURPOSES
+from kiroku.settings import Settings, SettingsError
+
+log = logging.getLogger("kiroku")
+
+
+def _bootstrap(settings: Settings, given: str | None) -> str:
+    servers = given or settings.kafka_bootstrap_servers
+    if not servers:
+        raise SettingsError(
+            "KAFKA_BOOTSTRAP_SERVERS: required (or --bootstrap-servers); `kiroku broker` starts one"
+        )
+    return servers
+
+
+def consume(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(dict(os.environ))
+    servers = _bootstrap(settings, args.bootstrap_servers)
+    ledger = build_ledger(settings)
+    if not ledger.policy_versions():
+        log.warning(
+            "no policy version is published: every collection will be refused (§12); see `kiroku policy init`"
+        )
+    if args.create_topics:
+        create_topics(servers)
+    ingest = Ingest(
+        ledger,
+        IngestSettings(
+            bootstrap_servers=servers,
+            group_id=settings.group_id,
+            max_poll_records=args.batch,
+            session_timeout_ms=args.session_timeout_ms,
+            heartbeat_interval_ms=max(300, args.session_timeout_ms // 10),
+        ),
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the current batch, then leaving the group", signal.Signals(signum).name)
+        ingest.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "consuming %s from %s into %s as group %s",
+        ", ".join(UPSTREAM_TOPICS),
+        servers,
+        settings.database.describe(),
+        settings.group_id,
+    )
+    counters = ingest.run()
+    ledger.close()
+    log.info(
+        "stopped: %s consumed, %s recorded, %s duplicates, %s dead letters",
+        counters.consumed,
+        counters.recorded,
+        counters.duplicates,
+        counters.dead_letters,
+    )
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on standard error, with the rate."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.start, self.last = total, enabled, time.monotonic(), 0.0
+
+    def show(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last < 0.2):
+            return
+        self.last = now
+        width = 30
+        filled = int(width * done / max(self.total, 1))
+        rate = done / max(now - self.start, 1e-9)
+        end = "\n" if final else ""
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} {rate:,.0f} msg/s{end}"
+        )
+        sys.stderr.flush()
+
+
+def publish(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(dict(os.environ))
+    servers = _bootstrap(settings, args.bootstrap_servers)
+    if args.create_topics:
+        create_topics(servers)
+    producer = KafkaProducer(bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=10)
+    progress = _Progress(args.count, sys.stderr.isatty() or args.progress)
+    sent = 0
+    failures: list[BaseException] = []
+
+    def failed(exc: BaseException) -> None:
+        failures.append(exc)
+
+    for message in Traffic(Contract.load(), seed=args.seed).messages(args.count):
+        producer.send(message.topic, key=message.key, value=message.value).add_errback(failed)
+        sent += 1
+        progress.show(sent)
+    producer.flush()
+    producer.close()
+    progress.show(sent, final=True)
+    if failures:
+        print(f"kiroku: {len(failures)} messages were not accepted by the broker", file=sys.stderr)
+        return 1
+    print(f"published {sent} messages to {servers}")
+    return 0
+
+
+def broker(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with TansuBroker(port=args.port) if args.port else TansuBroker() as running:
+        create_topics(running.bootstrap_servers)
+        print(
+            f"Tansu (in memory) on {running.bootstrap_servers}; "
+            f"topics {', '.join(UPSTREAM_TOPICS)} and their .dlq"
+        )
+        print(f"export KAFKA_BOOTSTRAP_SERVERS={running.bootstrap_servers}", flush=True)
+        stop.wait()
+    return 0
+
+
+def policy_init(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(dict(os.environ))
+    ledger = build_ledger(settings)
+    try:
+        if ledger.policy_versions():
+            print("a policy is already published: " + ", ".join(v.version for v in ledger.policy_versions()))
+            return 0
+        effective = datetime.fromisoformat(args.effective_from).replace(tzinfo=UTC)
+        result = ledger.publish_policy(
+            version=args.version,
+            effective_from=effective,
+            announced_at=effective,
+            purposes=PURPOSES,
+            channels=CHANNELS,
+            cause=Cause(actor=args.actor, source_system="kiroku-cli", occurred_at=datetime.now(UTC)),
+        )
+    except DomainError as exc:
+        print(f"kiroku: refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ledger.close()
+    print(
+        f"published policy version {args.version}, effective {effective.date()} (position {result.position})"
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("consume", help="ingest the upstream Kafka topics into the event store")
+    c.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
+    c.add_argument("--batch", type=int, default=2000, help="most messages per partition per transaction")
+    c.add_argument("--session-timeout-ms", type=int, default=10_000)
+    c.add_argument("--create-topics", action="store_true", help="create the topics first if they are missing")
+    c.set_defaults(func=consume)
+    p = sub.add_parser("publish", help="publish synthetic upstream traffic (demos, benchmarks)")
+    p.add_argument("count", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
+    p.add_argument("--create-topics", action="store_true")
+    p.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when not on a terminal"
+    )
+    p.set_defaults(func=publish)
+    b = sub.add_parser("broker", help="run an in-memory Kafka-protocol broker (Tansu) for development")
+    b.add_argument("--port", type=int)
+    b.set_defaults(func=broker)
+    pol = sub.add_parser("policy", help="the policy catalogue")
+    pol_sub = pol.add_subparsers(dest="policy_command", required=True)
+    init = pol_sub.add_parser("init", help="publish the CA's current policy (P1-P8, C1-C4) if none is")
+    init.add_argument("--version", default="current")
+    init.add_argument("--effective-from", default="2020-01-01")
+    init.add_argument("--actor", default="kiroku-cli")
+    init.set_defaults(func=policy_init)

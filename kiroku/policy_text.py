@@ -1,0 +1,15 @@
+"""The CA's published policy as it stands (shared/policy): purposes and channels."""
+
+from __future__ import annotations
+
+PURPOSES = {
+    "P1": "providing the service",
+    "P2": "verifying, at application, that the user exists and that the applicant's authority is genuine",
+    "P3": "managing certificate information",
+    "P4": "third-party provision as §4 defines it",
+    "P5": "research to improve the service or develop new services",
+    "P6": "statistics (published) and academic research, only in a form that identifies no individual",
+    "P7": "announcing the CA's new services",
+    "P8": "other purposes for specific information that the CA announced or published beforehand",
+}
+CHANNELS = ["C1", "C2", "C3", "C4"]
