@@ -19,9 +19,11 @@ import pytest
 from psycopg import sql
 
 from domain.application import Ledger
+from consumers.topics import create_topics
 from kiroku.bootstrap import build_ledger
+from kiroku.broker import TansuBroker
 from kiroku.settings import Settings
-from tests.helpers import T0, FakeClock
+from tests.helpers import T0, FakeClock, publish_policy
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -89,5 +91,27 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 @pytest.fixture
 def ledger(settings: Settings, clock: FakeClock) -> Iterator[Ledger]:
     app = build_ledger(settings, clock=clock)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def kafka() -> Iterator[str]:
+    """A Kafka-protocol broker with the upstream topics: a fresh Tansu, or KAFKA_BOOTSTRAP_SERVERS."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        create_topics(configured)
+        yield configured
+        return
+    with TansuBroker() as broker:
+        create_topics(broker.bootstrap_servers)
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture
+def pg_ledger(postgres_url: str, postgres_schema: str, clock: FakeClock) -> Iterator[Ledger]:
+    """A ledger on PostgreSQL with the policy published."""
+    app = build_ledger(postgres_settings(postgres_url, postgres_schema), clock=clock)
+    publish_policy(app)
     yield app
     app.close()

@@ -1,0 +1,222 @@
+"""Ingest from a real Kafka-protocol broker into PostgreSQL: exactly one effect per message."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import uuid
+from datetime import UTC, datetime
+
+import avro.io
+import avro.schema
+import pytest
+
+from consumers.contract import Contract
+from consumers.synthetic import Traffic
+from domain.application import Ledger
+from domain.codes import ProvisionCategory
+from domain.identity import SubjectKey
+from tests.integration.kafka_support import (
+    handled,
+    publish,
+    read_dead_letters,
+    receipts,
+    running,
+    send_raw,
+    settings_for,
+    wait_for,
+)
+
+CONTRACT = Contract.load()
+
+
+def test_every_message_has_one_effect_and_a_redelivery_changes_nothing(kafka: str, pg_ledger: Ledger) -> None:
+    messages = list(Traffic(CONTRACT, seed=11).messages(600))
+    publish(kafka, messages)
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= len(messages), what="the first delivery")
+    assert ingest.counters.dead_letters == 0, "synthetic traffic is all valid"
+    recorded = receipts(pg_ledger)
+    assert len(recorded) == len(set(recorded)) == len(messages)
+    events_after_first = pg_ledger.recorder.max_notification_id()
+
+    # The same messages published again: new offsets, same upstream event ids.
+    publish(kafka, messages)
+    with running(pg_ledger, settings_for(kafka)) as again:
+        wait_for(lambda: handled(again.counters) >= len(messages), what="the redelivery")
+    assert again.counters.duplicates == len(messages)
+    assert again.counters.recorded == 0
+    assert pg_ledger.recorder.max_notification_id() == events_after_first
+    assert len(receipts(pg_ledger)) == len(messages)
+
+
+def test_a_partition_rewound_to_zero_changes_nothing(kafka: str, pg_ledger: Ledger) -> None:
+    messages = list(Traffic(CONTRACT, seed=12).messages(300))
+    publish(kafka, messages)
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= len(messages), what="the first delivery")
+        before = pg_ledger.recorder.max_notification_id()
+        consumer = ingest._consumer  # noqa: SLF001 - the test plays an operator resetting offsets
+        assert consumer is not None
+        rewound = sorted(ingest.next_offset)
+        consumed_before = ingest.counters.consumed
+        for tp in rewound:
+            ingest.next_offset[tp] = 0
+        for tp in rewound:
+            consumer.seek(tp, 0)
+        wait_for(lambda: ingest.counters.consumed >= consumed_before + len(messages), what="the re-read")
+        wait_for(lambda: ingest.counters.retries >= 1, what="the store to refuse the stale batches")
+    assert pg_ledger.recorder.max_notification_id() == before
+    assert len(receipts(pg_ledger)) == len(messages)
+    for tp in rewound:
+        recorded = pg_ledger.tracked_position(f"{tp.topic}:{tp.partition}")
+        assert recorded is not None and recorded >= 0
+
+
+def test_a_new_group_starts_from_the_recorded_positions_not_from_kafka(kafka: str, pg_ledger: Ledger) -> None:
+    messages = list(Traffic(CONTRACT, seed=13).messages(200))
+    publish(kafka, messages)
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= len(messages), what="ingest")
+    with running(pg_ledger, settings_for(kafka)) as fresh:
+        wait_for(lambda: len(fresh.next_offset) == 6, what="the new group's assignment")
+    assert fresh.counters.consumed == 0
+
+
+def _valid_application(source: str = "registrar", purposes: list[str] | None = None) -> bytes:
+    record = {
+        "envelope": {
+            "event_id": uuid.uuid4(),
+            "occurred_at": datetime(2025, 5, 1, tzinfo=UTC),
+            "source_system": source,
+            "actor": "operator:7",
+            "correlation_id": None,
+        },
+        "application_id": f"app-{uuid.uuid4().hex[:8]}",
+        "operator_id": "op-7",
+        "certificate": {"common_name": "www.example.jp", "sans": [], "validation": "DV", "serial": None},
+        "organisation": None,
+        "applicant": {
+            "subject_ref": None,
+            "name": "山田 太郎",
+            "email": "taro@example.jp",
+            "phone": None,
+            "postal_address": None,
+        },
+        "contacts": [],
+        "purposes": purposes or ["P1"],
+    }
+    return CONTRACT.encode_confluent("jp.kiroku.upstream.registrar.ApplicationSubmitted", record)
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_go_on(kafka: str, pg_ledger: Ledger) -> None:
+    good_before, good_after = _valid_application(), _valid_application()
+    valid = _valid_application()
+    bad = {
+        b"garbage": "UnknownFraming",
+        b"\x07" + valid[1:]: "UnknownFraming",  # wrong magic byte
+        b"\x00" + struct.pack(">I", 999) + valid[5:]: "UnknownSchema",
+        valid[: len(valid) // 2]: "MalformedBody",  # truncated
+        _valid_application(purposes=["P1", "P9"]): "PolicyViolation",  # §2: no such purpose in force
+        _valid_application(source="acme"): "NotForThisTopic",
+    }
+    send_raw(kafka, "registrar.events", [good_before, *bad, good_after])
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= len(bad) + 2, what="all eight messages")
+    assert ingest.counters.recorded == 2
+    assert ingest.counters.dead_letters == len(bad)
+    letters = read_dead_letters(kafka, "registrar.events", expected=len(bad))
+    assert [letter.value for letter in letters] == list(bad)
+    for letter, error in zip(letters, bad.values(), strict=True):
+        assert letter.headers["kiroku.original.topic"] == b"registrar.events"
+        assert letter.headers["kiroku.original.partition"] == b"0"
+        assert letter.headers["kiroku.error.class"].decode() == error
+        assert letter.headers["kiroku.error.message"]
+    offsets = [int(letter.headers["kiroku.original.offset"]) for letter in letters]
+    assert offsets == list(range(1, 1 + len(bad)))
+    policy_letter = letters[4]
+    assert policy_letter.headers["kiroku.error.clause"] == "§2".encode()
+    assert pg_ledger.tracked_position("registrar.events:0") == len(bad) + 1
+
+
+def test_a_message_written_by_apache_avro_is_recorded(kafka: str, pg_ledger: Ledger) -> None:
+    version = CONTRACT.latest["jp.kiroku.upstream.acme.AccountRegistered"]
+    schema = avro.schema.parse(json.dumps(CONTRACT.expanded[version.schema_id]))
+    record = {
+        "envelope": {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": datetime(2025, 6, 1, 8, 30, tzinfo=UTC),
+            "source_system": "acme",
+            "actor": "acme-server",
+            "correlation_id": None,
+        },
+        "account_id": "acct-apache",
+        "contacts": ["apache@example.org"],
+        "purposes": ["P1", "P3"],
+        "external_account_binding": "eab-1",
+    }
+    body = io.BytesIO()
+    avro.io.DatumWriter(schema).write(record, avro.io.BinaryEncoder(body))
+    send_raw(kafka, "acme.events", [b"\x00" + struct.pack(">I", version.schema_id) + body.getvalue()])
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= 1, what="the message")
+    assert ingest.counters.recorded == 1
+    subject = pg_ledger.data_subject(SubjectKey.email("apache@example.org"))
+    account = pg_ledger.acme_account(subject.record_ids[0])
+    assert account.account_ref == "acct-apache" and account.purposes == ["P1", "P3"]
+    assert account.collected_at == datetime(2025, 6, 1, 8, 30, tzinfo=UTC)
+
+
+def test_every_message_type_reaches_the_ledger(kafka: str, pg_ledger: Ledger) -> None:
+    messages = list(Traffic(CONTRACT, seed=14).messages(400))
+    kinds = {m.type_name.rsplit(".", 1)[-1] for m in messages}
+    assert kinds >= {
+        "ApplicationSubmitted",
+        "InformationProvided",
+        "StatusPublished",
+        "AccountRegistered",
+        "PrecertificateSubmitted",
+        "CertificateIssued",
+    }
+    publish(kafka, messages)
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= len(messages), what="ingest")
+    assert ingest.counters.dead_letters == 0
+    provisions = [
+        pg_ledger.provision(n.originator_id).category
+        for n in pg_ledger.recorder.select_notifications(
+            start=1, limit=100_000, topics=["domain.provision:Provision.Recorded"]
+        )
+    ]
+    assert {ProvisionCategory(c) for c in provisions} >= {
+        ProvisionCategory.MANAGING_OPERATOR,
+        ProvisionCategory.VERIFIERS,
+        ProvisionCategory.CT_LOG,
+    }
+    kafka_positions = [
+        getattr(pg_ledger.mapper.to_domain_event(n), "cause").kafka_position  # noqa: B009
+        for n in pg_ledger.recorder.select_notifications(start=1, limit=50)
+    ]
+    assert any(p and p.startswith(("acme.events/", "registrar.events/")) for p in kafka_positions)
+
+
+@pytest.mark.slow
+def test_two_consumers_in_one_group_share_the_partitions(kafka: str, pg_ledger: Ledger) -> None:
+    messages = list(Traffic(CONTRACT, seed=15).messages(3000))
+    settings = settings_for(kafka)
+    with running(pg_ledger, settings) as first, running(pg_ledger, settings) as second:
+        wait_for(
+            lambda: (
+                len(first.next_offset) + len(second.next_offset) == 6
+                and bool(first.next_offset)
+                and bool(second.next_offset)
+            ),
+            what="the group to settle with partitions on both members",
+        )
+        publish(kafka, messages)
+        wait_for(lambda: handled(first.counters) + handled(second.counters) >= len(messages), what="ingest")
+    assert first.counters.recorded > 0 and second.counters.recorded > 0
+    assert first.counters.recorded + second.counters.recorded == len(messages)
+    recorded = receipts(pg_ledger)
+    assert len(recorded) == len(set(recorded)) == len(messages)
