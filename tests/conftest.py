@@ -18,8 +18,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from domain.application import Ledger
 from consumers.topics import create_topics
+from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
 from kiroku.settings import Settings

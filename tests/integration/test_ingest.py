@@ -57,7 +57,8 @@ def test_a_partition_rewound_to_zero_changes_nothing(kafka: str, pg_ledger: Ledg
     with running(pg_ledger, settings_for(kafka)) as ingest:
         wait_for(lambda: handled(ingest.counters) >= len(messages), what="the first delivery")
         before = pg_ledger.recorder.max_notification_id()
-        consumer = ingest._consumer  # noqa: SLF001 - the test plays an operator resetting offsets
+        # The test plays an operator who resets the consumer to the start of each partition.
+        consumer = ingest._consumer
         assert consumer is not None
         rewound = sorted(ingest.next_offset)
         consumed_before = ingest.counters.consumed
