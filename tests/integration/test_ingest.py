@@ -7,6 +7,8 @@ import json
 import struct
 import uuid
 from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
 
 import avro.io
 import avro.schema
@@ -86,7 +88,7 @@ def test_a_new_group_starts_from_the_recorded_positions_not_from_kafka(kafka: st
 
 
 def _valid_application(source: str = "registrar", purposes: list[str] | None = None) -> bytes:
-    record = {
+    record: dict[str, Any] = {
         "envelope": {
             "event_id": uuid.uuid4(),
             "occurred_at": datetime(2025, 5, 1, tzinfo=UTC),
@@ -185,7 +187,7 @@ def test_every_message_type_reaches_the_ledger(kafka: str, pg_ledger: Ledger) ->
         wait_for(lambda: handled(ingest.counters) >= len(messages), what="ingest")
     assert ingest.counters.dead_letters == 0
     provisions = [
-        pg_ledger.provision(n.originator_id).category
+        pg_ledger.provision(UUID(str(n.originator_id))).category
         for n in pg_ledger.recorder.select_notifications(
             start=1, limit=100_000, topics=["domain.provision:Provision.Recorded"]
         )
