@@ -36,7 +36,7 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.contract import Contract, UndecodableMessage
+from consumers.contract import Contract, Decoded, UndecodableMessage
 from consumers.translate import Position, apply
 from domain.application import Ledger
 from domain.errors import DomainError
@@ -285,22 +285,38 @@ class Ingest:
             self._commit_to_kafka(tp, last + 1)
             return
 
+    def _decode(self, record: Any) -> Decoded:
+        decoded = self.contract.decode(record.value)
+        if not self.contract.accepts(record.topic, decoded.name):
+            raise UndecodableMessage(f"{decoded.name} does not belong on {record.topic}")
+        return decoded
+
     def _record(self, records: list[Any], stream: str, topic_system: str) -> tuple[int, int, int]:
         dead: list[DeadLetter] = []
+        decoded: list[tuple[Any, Decoded]] = []
+        for record in records:
+            try:
+                decoded.append((record, self._decode(record)))
+            except UndecodableMessage as exc:
+                dead.append(DeadLetter(record, exc))
         recorded = duplicates = 0
         with self.ledger.batch() as batch:
-            for record in records:
+            # One query says which upstream events were applied before.
+            self.ledger.expect_upstream_events(
+                [
+                    (m.record["envelope"]["source_system"], str(m.record["envelope"]["event_id"]))
+                    for _, m in decoded
+                ]
+            )
+            for record, message in decoded:
                 try:
-                    decoded = self.contract.decode(record.value)
-                    if not self.contract.accepts(record.topic, decoded.name):
-                        raise UndecodableMessage(f"{decoded.name} does not belong on {record.topic}")
                     result = apply(
                         self.ledger,
-                        decoded,
+                        message,
                         Position(record.topic, record.partition, record.offset),
                         topic_system,
                     )
-                except (UndecodableMessage, DomainError) as exc:
+                except DomainError as exc:
                     dead.append(DeadLetter(record, exc))
                     continue
                 except TRANSIENT:
@@ -320,6 +336,7 @@ class Ingest:
                     duplicates += 1
                 else:
                     recorded += 1
+            dead.sort(key=lambda letter: letter.record.offset)
             self._send_dead_letters(dead)
             batch.commit(Tracking(stream, records[-1].offset))
         return len(dead), recorded, duplicates

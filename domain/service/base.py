@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -84,6 +84,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@runtime_checkable
+class HasExistingIds(Protocol):
+    """A recorder that can say which aggregate ids have events (kiroku's recorders can)."""
+
+    def existing_ids(self, ids: Sequence[UUID]) -> set[UUID]: ...
+
+
 class Batch:
     """Events of several commands, to be saved in one transaction."""
 
@@ -93,6 +100,9 @@ class Batch:
         self.events: list[CanMutateAggregate[UUID]] = []
         self.save_kwargs: dict[str, list[Any]] = {}
         self.results: list[CommandResult] = []
+        # Aggregates as read from the store during this batch (None: not there).
+        # Concurrent writers are caught when the batch commits (version conflicts).
+        self.read: dict[UUID, object | None] = {}
 
     def add(self, aggregates: Sequence[Aggregate], save_kwargs: Mapping[str, Sequence[Any]]) -> None:
         for aggregate in aggregates:
@@ -175,14 +185,35 @@ class LedgerBase(Application[UUID]):
 
     def _load(self, aggregate_id: UUID) -> object | None:
         batch = self._batch
-        if batch is not None and aggregate_id in batch.aggregates:
-            # A copy, so a command refused half-way leaves the batch's state untouched.
-            return copy.deepcopy(batch.aggregates[aggregate_id])
+        if batch is not None:
+            # Copies, so a command refused half-way leaves the batch's state untouched.
+            if aggregate_id in batch.aggregates:
+                return copy.deepcopy(batch.aggregates[aggregate_id])
+            if aggregate_id in batch.read:
+                return copy.deepcopy(batch.read[aggregate_id])
         try:
-            aggregate: object = self.repository.get(aggregate_id)
+            aggregate: object | None = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            return None
+            aggregate = None
+        if batch is not None:
+            batch.read[aggregate_id] = aggregate
+            return copy.deepcopy(aggregate)
         return aggregate
+
+    def expect_upstream_events(self, events: Sequence[tuple[str, str]]) -> None:
+        """Looks up, in one query, which of these (source system, event id) were applied before.
+
+        Inside a batch, the commands for the others then skip their receipt look-up.
+        """
+        batch = self._batch
+        if batch is None or not events:
+            return
+        ids = [receipt_id(source, event_id) for source, event_id in events]
+        recorder = self.recorder
+        existing = recorder.existing_ids(ids) if isinstance(recorder, HasExistingIds) else set(ids)
+        for rid in ids:
+            if rid not in existing:
+                batch.read.setdefault(rid, None)
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         aggregate = self._load(aggregate_id)

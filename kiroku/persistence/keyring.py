@@ -11,7 +11,9 @@ for this one at once.
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from uuid import UUID
 
@@ -31,6 +33,7 @@ from kiroku.persistence.recorders import (
 )
 
 _NONCE = 12
+_SEALING_CACHE = 50_000
 
 
 class KeyStoreError(Exception):
@@ -66,6 +69,11 @@ class _KeyTable(ABC):
 
     def __init__(self, master_key: bytes) -> None:
         self.wrapper = _Wrapper(master_key)
+        # Keys used to seal, kept to seal again. Never used to open: a key destroyed
+        # by another process must stop every reader at once. Sealing under a key
+        # destroyed meanwhile only makes that value unreadable, as erased.
+        self._sealing: OrderedDict[tuple[UUID, int], bytes] = OrderedDict()
+        self._sealing_lock = threading.Lock()
 
     @abstractmethod
     def _fetch_or_insert(self, subject_id: UUID, generation: int, wrapped: bytes) -> bytes | None:
@@ -76,11 +84,22 @@ class _KeyTable(ABC):
         """Every (subject, generation, wrapped key) row of these subjects."""
 
     def key_for(self, subject_id: UUID, generation: int) -> bytes:
+        pair = (subject_id, generation)
+        with self._sealing_lock:
+            cached = self._sealing.get(pair)
+            if cached is not None:
+                self._sealing.move_to_end(pair)
+                return cached
         candidate = self.wrapper.wrap(subject_id, generation, AESGCM.generate_key(256))
         wrapped = self._fetch_or_insert(subject_id, generation, candidate)
         if wrapped is None:
             raise PersonalDataErased(f"the key of subject {subject_id} generation {generation} was destroyed")
-        return self.wrapper.unwrap(subject_id, generation, wrapped)
+        key = self.wrapper.unwrap(subject_id, generation, wrapped)
+        with self._sealing_lock:
+            self._sealing[pair] = key
+            while len(self._sealing) > _SEALING_CACHE:
+                self._sealing.popitem(last=False)
+        return key
 
     def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
         wanted = set(pairs)
