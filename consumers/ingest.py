@@ -22,7 +22,6 @@ import logging
 import random
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +139,6 @@ class Ingest:
         *,
         contract: Contract | None = None,
         counters: IngestCounters | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -149,7 +147,6 @@ class Ingest:
         self.stop_event = threading.Event()
         self.to_position: set[TopicPartition] = set()
         self.next_offset: dict[TopicPartition, int] = {}
-        self._sleep = sleep
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -189,7 +186,7 @@ class Ingest:
 
     def run(self) -> IngestCounters:
         """The loop. Returns when :meth:`stop` was called, after leaving the group."""
-        backoff = _Backoff(self.settings.max_backoff_s, self._sleep, self.stop_event)
+        backoff = _Backoff(self.settings.max_backoff_s, self.stop_event)
         while not self.stop_event.is_set():
             try:
                 self._consumer, self._producer = self._connect()
@@ -221,21 +218,33 @@ class Ingest:
         consumer = self._consumer
         assert consumer is not None
         polled = consumer.poll(timeout_ms=timeout_ms)
-        self._position(consumer)
+        positioned = self._position(consumer)
         for tp, records in polled.items():
-            if self.stop_event.is_set() and tp not in self.next_offset:
-                continue
             expected = self.next_offset.get(tp)
-            if expected is None:
+            if expected is None or tp in positioned:
                 continue  # fetched before this partition was positioned: it is fetched again
             fresh = [r for r in records if r.offset >= expected]
-            if fresh:
-                self.counters.add(consumed=len(fresh))
-                self._apply_batch(tp, fresh)
+            if not fresh:
+                continue
+            if fresh[0].offset > expected:
+                # Kafka's position ran ahead of the recorded one (offsets reset by hand,
+                # say): never skip a message; read again from the recorded position.
+                log.warning(
+                    "%s/%s: fetched from offset %s but %s is next; seeking back",
+                    tp.topic,
+                    tp.partition,
+                    fresh[0].offset,
+                    expected,
+                )
+                consumer.seek(tp, expected)
+                continue
+            self.counters.add(consumed=len(fresh))
+            self._apply_batch(tp, fresh)
 
-    def _position(self, consumer: KafkaConsumer) -> None:
+    def _position(self, consumer: KafkaConsumer) -> set[TopicPartition]:
         """Seeks every newly assigned partition to the position recorded in the event store."""
-        backoff = _Backoff(self.settings.max_backoff_s, self._sleep, self.stop_event)
+        backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
+        positioned: set[TopicPartition] = set()
         for tp in sorted(self.to_position, key=lambda t: (t.topic, t.partition)):
             while not self.stop_event.is_set():
                 try:
@@ -244,11 +253,12 @@ class Ingest:
                 except TRANSIENT as exc:
                     backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
             else:
-                return
+                return positioned
             offset = 0 if recorded is None else recorded + 1
             if tp in consumer.assignment():
                 consumer.seek(tp, offset)
                 self.next_offset[tp] = offset
+                positioned.add(tp)
                 log.info(
                     "positioned %s/%s at offset %s (recorded in the event store)",
                     tp.topic,
@@ -256,9 +266,24 @@ class Ingest:
                     offset,
                 )
             self.to_position.discard(tp)
+        return positioned
+
+    def _keep_membership(self) -> None:
+        """Polls with every partition paused, so a long wait does not cost the group membership."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = list(consumer.assignment())
+        consumer.pause(*assigned)
+        try:
+            consumer.poll(timeout_ms=0)
+        except KafkaError as exc:
+            log.debug("keep-alive poll failed: %s", type(exc).__name__)
+        finally:
+            consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
 
     def _apply_batch(self, tp: TopicPartition, records: list[Any]) -> None:
-        backoff = _Backoff(self.settings.max_backoff_s, self._sleep, self.stop_event)
+        backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
         stream = stream_name(tp.topic, tp.partition)
         topic_system = tp.topic.split(".", 1)[0]
         while records:
@@ -379,11 +404,13 @@ class Ingest:
 class _Backoff:
     """Exponential backoff with jitter that says what it waits for, and wakes on stop."""
 
-    def __init__(self, max_s: float, sleep: Callable[[float], None], stop: threading.Event) -> None:
+    def __init__(
+        self, max_s: float, stop: threading.Event, meanwhile: Callable[[], None] | None = None
+    ) -> None:
         self.max_s = max_s
         self.delay = 0.2
-        self._sleep = sleep
         self._stop = stop
+        self._meanwhile = meanwhile
 
     def reset(self) -> None:
         self.delay = 0.2
@@ -392,8 +419,7 @@ class _Backoff:
         reason = f" ({type(exc).__name__})" if exc is not None else ""
         pause = min(self.max_s, self.delay) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not secrets
         log.warning("waiting for %s%s; retrying in %.1fs", what, reason, pause)
-        if self._sleep is time.sleep:
-            self._stop.wait(pause)
-        else:
-            self._sleep(pause)
+        self._stop.wait(pause)
+        if self._meanwhile is not None:
+            self._meanwhile()
         self.delay = min(self.max_s, self.delay * 2)

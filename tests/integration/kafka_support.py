@@ -56,9 +56,11 @@ def settings_for(bootstrap: str, group: str | None = None) -> IngestSettings:
 
 
 @contextmanager
-def running(ledger: Ledger, settings: IngestSettings, contract: Contract | None = None) -> Iterator[Ingest]:
+def running(
+    ledger: Ledger, settings: IngestSettings, contract: Contract | None = None, kind: type[Ingest] = Ingest
+) -> Iterator[Ingest]:
     """An ingest loop on a thread, stopped (and the group left) on exit."""
-    ingest = Ingest(ledger, settings, contract=contract)
+    ingest = kind(ledger, settings, contract=contract)
     thread = threading.Thread(target=ingest.run, name="ingest", daemon=True)
     thread.start()
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -13,8 +14,11 @@ from uuid import UUID
 import avro.io
 import avro.schema
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract
+from consumers.ingest import Ingest
 from consumers.synthetic import Traffic
 from domain.application import Ledger
 from domain.codes import ProvisionCategory
@@ -53,28 +57,36 @@ def test_every_message_has_one_effect_and_a_redelivery_changes_nothing(kafka: st
     assert len(receipts(pg_ledger)) == len(messages)
 
 
+class RewindingIngest(Ingest):
+    """Ingest that rewinds every partition to offset 0 when asked, on its own thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rewind = threading.Event()
+
+    def poll_once(self, timeout_ms: int = 500) -> None:
+        consumer = self._consumer
+        if self.rewind.is_set() and consumer is not None:
+            self.rewind.clear()
+            for tp in list(self.next_offset):
+                self.next_offset[tp] = 0
+                consumer.seek(tp, 0)
+        super().poll_once(timeout_ms)
+
+
 def test_a_partition_rewound_to_zero_changes_nothing(kafka: str, pg_ledger: Ledger) -> None:
     messages = list(Traffic(CONTRACT, seed=12).messages(300))
     publish(kafka, messages)
-    with running(pg_ledger, settings_for(kafka)) as ingest:
+    with running(pg_ledger, settings_for(kafka), kind=RewindingIngest) as ingest:
         wait_for(lambda: handled(ingest.counters) >= len(messages), what="the first delivery")
         before = pg_ledger.recorder.max_notification_id()
-        # The test plays an operator who resets the consumer to the start of each partition.
-        consumer = ingest._consumer
-        assert consumer is not None
-        rewound = sorted(ingest.next_offset)
         consumed_before = ingest.counters.consumed
-        for tp in rewound:
-            ingest.next_offset[tp] = 0
-        for tp in rewound:
-            consumer.seek(tp, 0)
+        assert isinstance(ingest, RewindingIngest)
+        ingest.rewind.set()
         wait_for(lambda: ingest.counters.consumed >= consumed_before + len(messages), what="the re-read")
         wait_for(lambda: ingest.counters.retries >= 1, what="the store to refuse the stale batches")
     assert pg_ledger.recorder.max_notification_id() == before
     assert len(receipts(pg_ledger)) == len(messages)
-    for tp in rewound:
-        recorded = pg_ledger.tracked_position(f"{tp.topic}:{tp.partition}")
-        assert recorded is not None and recorded >= 0
 
 
 def test_a_new_group_starts_from_the_recorded_positions_not_from_kafka(kafka: str, pg_ledger: Ledger) -> None:
@@ -223,3 +235,28 @@ def test_two_consumers_in_one_group_share_the_partitions(kafka: str, pg_ledger: 
     assert first.counters.recorded + second.counters.recorded == len(messages)
     recorded = receipts(pg_ledger)
     assert len(recorded) == len(set(recorded)) == len(messages)
+
+
+def test_kafka_offsets_reset_ahead_skip_nothing(kafka: str, pg_ledger: Ledger) -> None:
+    """An operator resets the group's Kafka offsets past unprocessed messages: kiroku reads from its own."""
+    first = list(Traffic(CONTRACT, seed=16).messages(100))
+    publish(kafka, first)
+    settings = settings_for(kafka)
+    with running(pg_ledger, settings) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= len(first), what="the first messages")
+    second = list(Traffic(CONTRACT, seed=17).messages(100))
+    publish(kafka, second)
+    operator = KafkaConsumer(bootstrap_servers=kafka, group_id=settings.group_id, enable_auto_commit=False)
+    ahead = {}
+    for topic in ("acme.events", "registrar.events"):
+        for partition in operator.partitions_for_topic(topic) or []:
+            tp = TopicPartition(topic, partition)
+            ahead[tp] = OffsetAndMetadata(
+                (pg_ledger.tracked_position(f"{topic}:{partition}") or -1) + 11, "", -1
+            )
+    operator.commit(ahead)
+    operator.close()
+    with running(pg_ledger, settings) as again:
+        wait_for(lambda: handled(again.counters) >= len(second), what="the second messages")
+    recorded = receipts(pg_ledger)
+    assert len(recorded) == len(set(recorded)) == len(first) + len(second)
