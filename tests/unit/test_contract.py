@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import uuid
 from datetime import UTC, datetime
 from itertools import product
+from pathlib import Path
 from typing import Any
 
 import avro.io
@@ -194,3 +196,11 @@ def test_a_truncated_body_is_malformed() -> None:
 def test_trailing_bytes_are_malformed() -> None:
     with pytest.raises(MalformedBody, match="bytes after"):
         CONTRACT.decode(CONTRACT.encode_confluent(ACCOUNT, account()) + b"\x00")
+
+
+def test_the_readme_table_of_schema_ids_and_fingerprints_is_true() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)` \| (\d+) \| (\d+) \| `([0-9a-f]{16})` \|", readme, flags=re.MULTILINE)
+    documented = {(name, int(version), int(sid), fp) for name, version, sid, fp in rows}
+    actual = {(v.short_name, v.version, v.schema_id, v.fingerprint.hex()) for v in CONTRACT.by_id.values()}
+    assert documented == actual
