@@ -1,0 +1,210 @@
+"""Running a view: catch up from the tracking position, then follow new events.
+
+One runner per view generation may work at a time: it holds a lock
+(a PostgreSQL advisory lock, or a lock file beside the SQLite database), and a
+second runner waits for it. A runner follows PostgreSQL's notifications and
+also polls, so a lost notification never stalls it. A page of events is
+applied in one transaction with the tracking record. An event the view
+cannot apply stops that view (and only that view) with an error naming the
+event; :meth:`ViewStore.clear_stopped` lets it run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from domain.application import Ledger
+from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
+from projections.store import Generation, PostgresViewStore, SQLiteViewStore, ViewStopped, ViewStore
+from projections.view import Notified, View
+
+log = logging.getLogger("kiroku.projections")
+
+
+def view_store_for(ledger: Ledger) -> ViewStore:
+    """The view store in the ledger's own database."""
+    recorder = ledger.recorder
+    store: ViewStore
+    if isinstance(recorder, KirokuPostgresRecorder):
+        pg = PostgresViewStore(recorder.datastore)
+        pg.create_table()
+        store = pg
+    elif isinstance(recorder, KirokuSQLiteRecorder):
+        lite = SQLiteViewStore(recorder.datastore)
+        lite.create_table()
+        store = lite
+    else:
+        raise TypeError(f"no view store for {type(recorder).__name__}")
+    store.prepare()
+    return store
+
+
+class ViewRunner:
+    """Builds and follows one generation of one view."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ViewStore,
+        view: View,
+        generation: Generation,
+        *,
+        page_size: int = 1000,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.ledger, self.store, self.view, self.generation = ledger, store, view, generation
+        self.page_size = page_size
+        self.poll_interval = poll_interval
+        self.stop_event = threading.Event()
+        self.applied = 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def lag(self) -> int:
+        head = self.ledger.recorder.max_notification_id() or 0
+        return head - (self.store.position(self.generation) or 0)
+
+    def run_once(self) -> int:
+        """Applies the next page of events; returns how many there were."""
+        after = self.store.position(self.generation) or 0
+        notifications = self.ledger.recorder.select_notifications(start=after + 1, limit=self.page_size)
+        page = [Notified(n.id, n.topic, self.ledger.mapper.to_domain_event(n)) for n in notifications]
+        self.store.apply_page(self.view, self.generation, page)
+        self.applied += len(page)
+        return len(page)
+
+    def catch_up(self) -> int:
+        """Applies pages until none is left; returns how many events were applied."""
+        total = 0
+        while not self.stop_event.is_set():
+            applied = self.run_once()
+            total += applied
+            if applied < self.page_size:
+                break
+        return total
+
+    def run(self) -> None:
+        """Works until stopped: waits for the lock, catches up, follows new events."""
+        if self.store.stopped(self.view.name):
+            log.error("view %s is stopped; retry it before running", self.view.name)
+            return
+        with self._lock(), self._notifications() as wait_for_news:
+            while not self.stop_event.is_set():
+                try:
+                    applied = self.catch_up()
+                except ViewStopped as stopped:
+                    self.store.mark_stopped(stopped)
+                    log.error("%s", stopped)
+                    return
+                if self.generation.state == "building" and applied < self.page_size:
+                    self.store.activate(self.generation)
+                    self.generation = Generation(
+                        self.generation.name,
+                        self.generation.generation,
+                        self.generation.schema_version,
+                        "active",
+                    )
+                    log.info("view %s generation %s is active", self.view.name, self.generation.generation)
+                wait_for_news(self.poll_interval)
+
+    # The lock ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        key = f"kiroku-view:{self.view.name}:{self.generation.generation}"
+        if isinstance(self.store, PostgresViewStore):
+            with self._advisory_lock(self.store, key):
+                yield
+        else:
+            assert isinstance(self.store, SQLiteViewStore)
+            with self._file_lock(Path(f"{self.store.datastore.pool.db_name}.{self.view.name}.lock")):
+                yield
+
+    def _wait_message(self) -> None:
+        log.info("view %s: another runner holds its lock; waiting", self.view.name)
+
+    @contextlib.contextmanager
+    def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[None]:
+        number = zlib.crc32(f"{store.datastore.schema}:{key}".encode())
+        with store.datastore.get_connection() as conn:
+            conn.autocommit = True
+            said = False
+            while not self.stop_event.is_set():
+                row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
+                if row is not None and row["locked"]:
+                    break
+                if not said:
+                    self._wait_message()
+                    said = True
+                self.stop_event.wait(0.5)
+            else:
+                yield
+                return
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (number,))
+
+    @contextlib.contextmanager
+    def _file_lock(self, path: Path) -> Iterator[None]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            said = False
+            while not self.stop_event.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not said:
+                        self._wait_message()
+                        said = True
+                    self.stop_event.wait(0.5)
+            else:
+                yield
+                return
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # News of new events ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _notifications(self) -> Iterator[Any]:
+        """A function that waits up to a timeout for news of new events (and polls regardless)."""
+        recorder = self.ledger.recorder
+        if not isinstance(recorder, KirokuPostgresRecorder):
+            yield self.stop_event.wait
+            return
+        datastore = recorder.datastore
+        kwargs = datastore.pool.kwargs
+        assert isinstance(kwargs, dict)
+        conn = psycopg.connect(**kwargs, autocommit=True)
+        try:
+            conn.execute(f'LISTEN "{recorder.channel_name}"')
+
+            def wait(timeout: float) -> None:
+                deadline = time.monotonic() + timeout
+                for _ in conn.notifies(timeout=timeout, stop_after=1):
+                    break
+                # Lost or not, the next loop polls: a missing NOTIFY never stalls us.
+                if time.monotonic() < deadline and self.stop_event.is_set():
+                    return
+
+            yield wait
+        finally:
+            conn.close()

@@ -1,0 +1,272 @@
+"""Where views live: tracking recorders of the eventsourcing library, one per backend.
+
+A view's rows and its tracking record are written in one transaction, so an
+event is applied once whatever crashes. Each build of a view is a
+*generation* with tables of its own (``kv_<view>_g<n>_<table>``); readers are
+pointed at the active generation only, so a rebuild beside it is never seen
+half-built. A view that cannot apply an event is marked stopped, with the
+event's notification id and type, until an operator retries it.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+
+from projections.sql import (
+    Dialect,
+    PostgresDialect,
+    SQLiteDialect,
+    Table,
+    Writer,
+    create_statements,
+    utc_text,
+)
+from projections.view import Notified, View
+
+GENERATIONS = Table(
+    "kiroku_view_generations",
+    [
+        ("name", "text"),
+        ("generation", "int"),
+        ("schema_version", "int"),
+        ("state", "text"),
+        ("created_at", "text"),
+    ],
+    ["name", "generation"],
+)
+STATUS = Table(
+    "kiroku_view_status",
+    [
+        ("name", "text"),
+        ("generation", "int"),
+        ("notification_id", "int"),
+        ("event_type", "text"),
+        ("error_class", "text"),
+        ("error_message", "text"),
+        ("stopped_at", "text"),
+    ],
+    ["name", "generation"],
+)
+
+
+class ViewStopped(Exception):
+    """Raised when a view could not apply an event; it says which event and which view."""
+
+    def __init__(self, view: str, generation: int, notified: Notified, error: BaseException) -> None:
+        self.view, self.generation, self.notified, self.error = view, generation, notified, error
+        super().__init__(
+            f"view {view} (generation {generation}) stopped at notification {notified.notification_id} "
+            f"({notified.event_type}): {type(error).__name__}"
+        )
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str
+    generation: int
+    schema_version: int
+    state: str
+
+    @property
+    def stream(self) -> str:
+        """The tracking record's name for this generation."""
+        return f"view:{self.name}:g{self.generation}"
+
+
+@dataclass(frozen=True)
+class StoppedView:
+    name: str
+    generation: int
+    notification_id: int
+    event_type: str
+    error_class: str
+    error_message: str
+    stopped_at: str
+
+
+class ViewStore:
+    """The backend-neutral part: generations, status, applying a page of events."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    @abstractmethod
+    def qualified(self, table: str) -> str: ...
+
+    @abstractmethod
+    def insert_tracking_in(self, cursor: Any, tracking: Tracking) -> None: ...
+
+    @abstractmethod
+    def position(self, generation: Generation) -> int | None: ...
+
+    def _meta_names(self) -> dict[str, str]:
+        return {t.name: self.qualified(t.name) for t in (GENERATIONS, STATUS)}
+
+    def table_names(self, view: View, generation: int) -> dict[str, str]:
+        return {t.name: self.qualified(f"kv_{view.name}_g{generation}_{t.name}") for t in view.tables}
+
+    def prepare(self) -> None:
+        with self.transaction() as cursor:
+            for table in (GENERATIONS, STATUS):
+                for statement in create_statements(
+                    table, self.qualified(table.name), table.name, self.dialect
+                ):
+                    cursor.execute(statement)
+
+    def generations(self, name: str) -> list[Generation]:
+        with self.transaction() as cursor:
+            rows = Writer(cursor, self.dialect, self._meta_names()).select(
+                GENERATIONS.name, {"name": name}, order_by="generation"
+            )
+        return [Generation(r["name"], r["generation"], r["schema_version"], r["state"]) for r in rows]
+
+    def active(self, name: str) -> Generation | None:
+        return next((g for g in self.generations(name) if g.state == "active"), None)
+
+    def new_generation(self, view: View) -> Generation:
+        """A new, empty generation of the view, being built (readers do not see it)."""
+        existing = self.generations(view.name)
+        number = max((g.generation for g in existing), default=0) + 1
+        with self.transaction() as cursor:
+            for table in view.tables:
+                bare = f"kv_{view.name}_g{number}_{table.name}"
+                for statement in create_statements(table, self.qualified(bare), bare, self.dialect):
+                    cursor.execute(statement)
+            Writer(cursor, self.dialect, self._meta_names()).insert(
+                GENERATIONS.name,
+                {
+                    "name": view.name,
+                    "generation": number,
+                    "schema_version": view.schema,
+                    "state": "building",
+                    "created_at": utc_text(datetime.now(UTC)),
+                },
+            )
+        return Generation(view.name, number, view.schema, "building")
+
+    def activate(self, generation: Generation) -> None:
+        """Points readers at this generation; the one they read before is retired."""
+        with self.transaction() as cursor:
+            meta = Writer(cursor, self.dialect, self._meta_names())
+            meta.update(GENERATIONS.name, {"name": generation.name, "state": "active"}, {"state": "retired"})
+            meta.update(
+                GENERATIONS.name,
+                {"name": generation.name, "generation": generation.generation},
+                {"state": "active"},
+            )
+
+    def apply_page(self, view: View, generation: Generation, page: Sequence[Notified]) -> None:
+        """Applies the events and moves the tracking record, in one transaction."""
+        if not page:
+            return
+        names = self.table_names(view, generation.generation)
+        with self.transaction() as cursor:
+            rows = Writer(cursor, self.dialect, names)
+            for notified in page:
+                try:
+                    view.apply(notified, rows)
+                except Exception as exc:
+                    raise ViewStopped(view.name, generation.generation, notified, exc) from exc
+            self.insert_tracking_in(cursor, Tracking(generation.stream, page[-1].notification_id))
+
+    def mark_stopped(self, stopped: ViewStopped) -> None:
+        with self.transaction() as cursor:
+            Writer(cursor, self.dialect, self._meta_names()).upsert(
+                STATUS.name,
+                {
+                    "name": stopped.view,
+                    "generation": stopped.generation,
+                    "notification_id": stopped.notified.notification_id,
+                    "event_type": stopped.notified.event_type,
+                    "error_class": type(stopped.error).__name__,
+                    "error_message": str(stopped.error)[:500],
+                    "stopped_at": utc_text(datetime.now(UTC)),
+                },
+                key=["name", "generation"],
+            )
+
+    def stopped(self, name: str | None = None) -> list[StoppedView]:
+        with self.transaction() as cursor:
+            rows = Writer(cursor, self.dialect, self._meta_names()).select(
+                STATUS.name, {"name": name} if name else {}, order_by="name, generation"
+            )
+        return [StoppedView(**row) for row in rows]
+
+    def clear_stopped(self, name: str) -> int:
+        """Lets a stopped view run again (``kiroku projections retry``); returns how many were cleared."""
+        count = len(self.stopped(name))
+        with self.transaction() as cursor:
+            Writer(cursor, self.dialect, self._meta_names()).delete(STATUS.name, {"name": name})
+        return count
+
+    def read(
+        self, view: View, table: str, where: dict[str, Any], order_by: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of the active generation (raises LookupError while none is)."""
+        generation = self.active(view.name)
+        if generation is None:
+            raise LookupError(f"view {view.name} has no active generation yet")
+        with self.transaction() as cursor:
+            return Writer(cursor, self.dialect, self.table_names(view, generation.generation)).select(
+                table, where, order_by
+            )
+
+
+class PostgresViewStore(PostgresTrackingRecorder, ViewStore):
+    """Views in PostgreSQL, beside the event store."""
+
+    dialect = PostgresDialect()
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, tracking_table_name: str = "kiroku_view_tracking"
+    ) -> None:
+        super().__init__(datastore, tracking_table_name=tracking_table_name)
+
+    def qualified(self, table: str) -> str:
+        return f'"{self.datastore.schema}"."{table}"'
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    def insert_tracking_in(self, cursor: Any, tracking: Tracking) -> None:
+        self._insert_tracking(cursor, tracking)
+
+    def position(self, generation: Generation) -> int | None:
+        position: int | None = self.max_tracking_id(generation.stream)
+        return position
+
+
+class SQLiteViewStore(SQLiteTrackingRecorder, ViewStore):
+    """Views in the embedded SQLite file, beside the event store."""
+
+    dialect = SQLiteDialect()
+
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        super().__init__(datastore)
+
+    def qualified(self, table: str) -> str:
+        return table
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    def insert_tracking_in(self, cursor: Any, tracking: Tracking) -> None:
+        self._insert_tracking(cursor, tracking)
+
+    def position(self, generation: Generation) -> int | None:
+        return self.max_tracking_id(generation.stream)

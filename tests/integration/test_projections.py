@@ -1,0 +1,247 @@
+"""Views: a rebuild equals the incremental build, one runner per view, a bad event stops one view."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+from typing import Any, ClassVar
+from uuid import UUID
+
+import pytest
+
+from domain.application import Ledger
+from projections.runner import ViewRunner, view_store_for
+from projections.sql import Writer
+from projections.store import Generation, ViewStore
+from projections.view import Notified, View
+from projections.views import ALL_VIEWS
+from projections.views.audit import AuditTrail
+from projections.views.policy import PolicyVersions
+from projections.views.provisions import ProvisionLedger
+from tests.helpers import FakeClock, cause, publish_policy
+from tests.integration.test_random_histories import CHANNELS, KINDS, VALUES, History, Op
+
+
+def random_ops(chance: random.Random, count: int) -> list[Op]:
+    """A seeded history of commands, like the hypothesis-generated ones."""
+    makers = [
+        lambda: Op(
+            "collect",
+            (
+                chance.randint(0, 2),
+                chance.choice(CHANNELS),
+                set(chance.sample(range(3), chance.randint(0, 3))),
+            ),
+        ),
+        lambda: Op(
+            "correct",
+            (
+                chance.randint(0, 2),
+                chance.choice(["C1", "C2"]),
+                chance.randint(0, 2),
+                chance.choice(KINDS),
+                chance.choice(VALUES),
+            ),
+        ),
+        lambda: Op(
+            "provide",
+            (chance.choice(["4.1", "4.2", "4.3", "4.4"]), None, chance.randint(0, 2), chance.randint(0, 2)),
+        ),
+        lambda: Op("provide", ("4.3", "4.3.1", chance.randint(0, 2), 2)),
+        lambda: Op("request_stop", (chance.randint(0, 2),)),
+        lambda: Op("decide_stop", (chance.randint(0, 2), chance.random() < 0.5)),
+        lambda: Op("request_erasure", (chance.randint(0, 2),)),
+        lambda: Op("erase", (chance.randint(0, 2), chance.randint(0, 4))),
+        lambda: Op("replay", (chance.randint(0, 30),)),
+    ]
+    return [chance.choice(makers)() for _ in range(count)]
+
+
+def play(ledger: Ledger, clock: FakeClock, seed: int, stories: int = 6, steps: int = 25) -> None:
+    chance = random.Random(seed)
+    for _ in range(stories):
+        history = History(ledger, clock)
+        for op in [
+            Op("collect", (0, "C1", {0, 1})),
+            Op("collect", (1, "C2", {1, 2})),
+            *random_ops(chance, steps),
+        ]:
+            history.run(op)
+
+
+def rows_of(store: ViewStore, view: View, generation: Generation) -> dict[str, list[dict[str, Any]]]:
+    names = store.table_names(view, generation.generation)
+    with store.transaction() as cursor:
+        writer = Writer(cursor, store.dialect, names)
+        return {t.name: writer.select(t.name, {}, order_by=", ".join(t.primary_key)) for t in view.tables}
+
+
+def build(ledger: Ledger, store: ViewStore, view: View, page_size: int) -> ViewRunner:
+    runner = ViewRunner(ledger, store, view, store.new_generation(view), page_size=page_size)
+    runner.catch_up()
+    return runner
+
+
+def test_a_rebuild_equals_the_incremental_build(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    store = view_store_for(ledger)
+    incremental = {name: build(ledger, store, cls(), page_size=7) for name, cls in ALL_VIEWS.items()}
+    for round_no in range(4):
+        play(ledger, clock, seed=100 + round_no)
+        for runner in incremental.values():
+            runner.catch_up()
+    head = ledger.recorder.max_notification_id()
+    assert head is not None and head > 300
+    for name, cls in ALL_VIEWS.items():
+        view = cls()
+        rebuilt = build(ledger, store, view, page_size=1000)
+        assert store.position(rebuilt.generation) == head
+        expected = rows_of(store, view, incremental[name].generation)
+        assert rows_of(store, view, rebuilt.generation) == expected
+        assert any(expected.values()), f"{name} is empty; the history should fill it"
+
+
+def test_the_audit_trail_has_a_row_per_event_with_cause_clause_and_policy(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    play(ledger, clock, seed=7, stories=2)
+    store = view_store_for(ledger)
+    runner = build(ledger, store, AuditTrail(), page_size=100)
+    rows = rows_of(store, AuditTrail(), runner.generation)["events"]
+    assert [r["notification_id"] for r in rows] == list(
+        range(1, (ledger.recorder.max_notification_id() or 0) + 1)
+    )
+    collected = [r for r in rows if r["event_type"] == "CertificateRecord.Collected"]
+    assert collected and all(r["clause"] == "§5" and r["policy_version"] == "v1" for r in collected)
+    provided = [r for r in rows if r["event_type"] == "Provision.Recorded"]
+    assert all(r["clause"].startswith("§4.") for r in provided)
+    assert all(r["actor"] and r["source_system"] and r["recorded_at"] for r in rows)
+    subjects = rows_of(store, AuditTrail(), runner.generation)["event_subjects"]
+    assert subjects
+    text = repr(rows) + repr(subjects)
+    for value in VALUES:
+        assert value not in text, "personal values do not belong in the audit trail"
+
+
+def test_the_provision_ledger_keeps_the_art_29_facts(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    play(ledger, clock, seed=8, stories=3)
+    store = view_store_for(ledger)
+    runner = build(ledger, store, ProvisionLedger(), page_size=50)
+    rows = rows_of(store, ProvisionLedger(), runner.generation)["provisions"]
+    assert rows
+    for row in rows:
+        provision = ledger.provision(UUID(row["provision_id"]))
+        assert row["category"] == provision.category
+        assert bool(row["foreign_recipient"]) == provision.foreign
+        assert (row["retention_until"] is None) == (provision.retention_until is None)
+
+
+def test_two_runners_for_one_view_one_works_the_other_waits(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    store = view_store_for(ledger)
+    view = PolicyVersions()
+    generation = store.new_generation(view)
+    first = ViewRunner(ledger, store, view, generation, poll_interval=0.1)
+    second = ViewRunner(ledger, store, view, generation, poll_interval=0.1)
+    one = threading.Thread(target=first.run)
+    one.start()
+    deadline = time.monotonic() + 10
+    while first.applied == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    two = threading.Thread(target=second.run)
+    two.start()
+    ledger.publish_policy(
+        version="v2",
+        effective_from=clock.now + timedelta(days=1),
+        announced_at=clock.now,
+        purposes={"P1": "x"},
+        channels=["C1"],
+        justification="narrowed",
+        cause=cause(),
+    )
+    deadline = time.monotonic() + 10
+    while store.position(generation) != ledger.recorder.max_notification_id() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.position(generation) == ledger.recorder.max_notification_id()
+    assert first.applied == 2 and second.applied == 0, "only the lock holder works"
+    first.stop()
+    one.join(10)
+    second.stop()
+    two.join(10)
+    versions = store.read(view, "versions", {}, order_by="version")
+    assert [v["version"] for v in versions] == ["v1", "v2"]
+
+
+class Fragile(View):
+    """A view that cannot apply revisions, to see one view stop and the others go on."""
+
+    name = "fragile"
+    schema = 1
+    tables: ClassVar = PolicyVersions.tables
+    broken = True
+
+    def apply(self, notified: Notified, rows: Writer) -> None:
+        if self.broken and notified.event_type == "PolicyCatalogue.Revised":
+            raise ValueError("cannot read this revision")
+        PolicyVersions().apply(notified, rows)
+
+
+def test_an_event_a_view_cannot_apply_stops_that_view_only_until_retried(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    ledger.publish_policy(
+        version="v2",
+        effective_from=clock.now,
+        announced_at=clock.now,
+        purposes={"P1": "x"},
+        channels=["C1"],
+        justification="narrowed",
+        cause=cause(),
+    )
+    revised_at = ledger.recorder.max_notification_id()
+    store = view_store_for(ledger)
+    fragile = Fragile()
+    runner = ViewRunner(ledger, store, fragile, store.new_generation(fragile), poll_interval=0.05)
+    runner.run()  # returns: the view stopped
+    [stopped] = store.stopped("fragile")
+    assert (stopped.notification_id, stopped.event_type, stopped.error_class) == (
+        revised_at,
+        "PolicyCatalogue.Revised",
+        "ValueError",
+    )
+    healthy = build(ledger, store, PolicyVersions(), page_size=10)
+    assert store.position(healthy.generation) == ledger.recorder.max_notification_id()
+    assert store.position(runner.generation) is None  # the page with the bad event was not applied
+    refused = ViewRunner(ledger, store, fragile, runner.generation)
+    refused.run()
+    assert refused.applied == 0, "a stopped view does not run until retried"
+    assert store.clear_stopped("fragile") == 1
+    fragile.broken = False
+    fixed = ViewRunner(ledger, store, fragile, runner.generation)
+    fixed.catch_up()
+    assert store.position(runner.generation) == ledger.recorder.max_notification_id()
+
+
+@pytest.mark.parametrize("name", sorted(ALL_VIEWS))
+def test_a_view_is_read_only_once_it_has_caught_up(ledger: Ledger, name: str) -> None:
+    publish_policy(ledger)
+    store = view_store_for(ledger)
+    view = ALL_VIEWS[name]()
+    generation = store.new_generation(view)
+    with pytest.raises(LookupError):
+        store.read(view, view.tables[0].name, {})
+    runner = ViewRunner(ledger, store, view, generation, poll_interval=0.05)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while store.active(name) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.stop()
+    thread.join(10)
+    active = store.active(name)
+    assert active is not None and active.generation == generation.generation
