@@ -79,7 +79,7 @@ def subject_id_for(key: SubjectKey, secret: bytes) -> UUID:
 
 def blind_index(value: str, secret: bytes, purpose: str) -> str:
     """A keyed hash of a normalised value, for lookups without storing the value."""
-    normalised = unicodedata.normalize("NFKC", value).strip().casefold()
+    normalised = " ".join(unicodedata.normalize("NFKC", value).casefold().split())
     message = purpose.encode() + b"\x00" + normalised.encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 

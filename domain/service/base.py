@@ -14,6 +14,7 @@ position) when one is given. A refused command leaves nothing in the batch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -42,7 +43,7 @@ from eventsourcing.persistence import (
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
-from domain.identity import SubjectKey, subject_id_for
+from domain.identity import SubjectKey, blind_index, normalise_email, subject_id_for
 from domain.personal import KeyRing, PersonalDataCipher, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.subject import DataSubject
@@ -311,6 +312,17 @@ class LedgerBase(Application[UUID]):
     def subject_id(self, key: SubjectKey) -> UUID:
         """The pseudonymous id of the subject with this natural key."""
         return subject_id_for(key, self._subject_secret)
+
+    def lookup_digest(self, kind: str, value: str) -> str:
+        """A blind index of a personal value (e-mail address or name) for look-ups in views.
+
+        Views store this keyed hash, never the value; it is computed by opening the
+        sealed value, so once a subject's key is destroyed no new one can be made.
+        """
+        if kind == "email":
+            with contextlib.suppress(InvalidCommand):
+                value = normalise_email(value)
+        return blind_index(value, self._subject_secret, f"kiroku.lookup.{kind}")
 
     def _resolve_subject(self, subject: SubjectKey | UUID) -> UUID:
         if isinstance(subject, UUID):
