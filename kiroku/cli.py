@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
 from kiroku.ingest_cli import register as register_ingest_commands
+from kiroku.projections_cli import register as register_projection_commands
 from kiroku.settings import Settings, SettingsError
 
 log = logging.getLogger("kiroku")
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
     register_ingest_commands(sub)
+    register_projection_commands(sub)
     return parser
 
 

@@ -137,9 +137,11 @@ class ViewRunner:
 
     @contextlib.contextmanager
     def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[None]:
+        # A connection of its own, not one of the pool's, held while the runner works.
         number = zlib.crc32(f"{store.datastore.schema}:{key}".encode())
-        with store.datastore.get_connection() as conn:
-            conn.autocommit = True
+        kwargs = store.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)
+        with psycopg.connect(**kwargs, autocommit=True) as conn:
             said = False
             while not self.stop_event.is_set():
                 row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()

@@ -102,6 +102,10 @@ class ViewStore:
     def transaction(self) -> AbstractContextManager[Any]: ...
 
     @abstractmethod
+    def reading(self) -> AbstractContextManager[Any]:
+        """A read-only transaction (SQLite lets only one writer at a time)."""
+
+    @abstractmethod
     def qualified(self, table: str) -> str: ...
 
     @abstractmethod
@@ -125,7 +129,7 @@ class ViewStore:
                     cursor.execute(statement)
 
     def generations(self, name: str) -> list[Generation]:
-        with self.transaction() as cursor:
+        with self.reading() as cursor:
             rows = Writer(cursor, self.dialect, self._meta_names()).select(
                 GENERATIONS.name, {"name": name}, order_by="generation"
             )
@@ -171,6 +175,7 @@ class ViewStore:
         if not page:
             return
         names = self.table_names(view, generation.generation)
+        view.prepare(page)
         with self.transaction() as cursor:
             rows = Writer(cursor, self.dialect, names)
             for notified in page:
@@ -197,7 +202,7 @@ class ViewStore:
             )
 
     def stopped(self, name: str | None = None) -> list[StoppedView]:
-        with self.transaction() as cursor:
+        with self.reading() as cursor:
             rows = Writer(cursor, self.dialect, self._meta_names()).select(
                 STATUS.name, {"name": name} if name else {}, order_by="name, generation"
             )
@@ -217,7 +222,7 @@ class ViewStore:
         generation = self.active(view.name)
         if generation is None:
             raise LookupError(f"view {view.name} has no active generation yet")
-        with self.transaction() as cursor:
+        with self.reading() as cursor:
             return Writer(cursor, self.dialect, self.table_names(view, generation.generation)).select(
                 table, where, order_by
             )
@@ -239,6 +244,11 @@ class PostgresViewStore(PostgresTrackingRecorder, ViewStore):
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=False) as cursor:
             yield cursor
 
     def insert_tracking_in(self, cursor: Any, tracking: Tracking) -> None:
@@ -263,6 +273,11 @@ class SQLiteViewStore(SQLiteTrackingRecorder, ViewStore):
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         with self.datastore.transaction(commit=True) as cursor:
+            yield cursor
+
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        with self.datastore.transaction(commit=False) as cursor:
             yield cursor
 
     def insert_tracking_in(self, cursor: Any, tracking: Tracking) -> None:

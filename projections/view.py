@@ -35,6 +35,9 @@ class View(ABC):
     schema: ClassVar[int]
     tables: ClassVar[Sequence[Table]]
 
+    def prepare(self, page: Sequence[Notified]) -> None:  # noqa: B027 - most views need nothing
+        """Reads what applying this page needs from outside the view, before its transaction opens."""
+
     @abstractmethod
     def apply(self, notified: Notified, rows: Writer) -> None:
         """Changes the rows for one event. Events the view does not use are ignored."""

@@ -10,12 +10,13 @@ a rebuild after that cannot recreate them, because the key is gone.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from domain.application import ISSUANCE_RECORD_RETENTION_YEARS, Ledger
-from domain.personal import Sealed
+from domain.personal import Revealed, Sealed
 from domain.provision import add_years
 from projections.sql import Table, Writer, id_text, utc_text
 from projections.view import Notified, View
@@ -75,6 +76,18 @@ class Subjects(View):
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
+        self._opened: dict[bytes, Revealed] = {}
+
+    def prepare(self, page: Sequence[Notified]) -> None:
+        """Opens the page's sealed names and e-mail addresses in one go, outside the view's transaction."""
+        sealed: list[Sealed] = []
+        for notified in page:
+            event: Any = notified.event
+            for attribute in ("items", "personal_changes", "added"):
+                values = getattr(event, attribute, None)
+                if isinstance(values, list):
+                    sealed.extend(s for s in values if isinstance(s, Sealed) and s.kind in LOOKUP_KINDS)
+        self._opened = dict(zip((s.blob for s in sealed), self.ledger.cipher.open_many(sealed), strict=True))
 
     # Items and their look-ups -----------------------------------------------
 
@@ -93,7 +106,9 @@ class Subjects(View):
             key=["subject_id", "record_id", "item"],
         )
         if sealed.kind in LOOKUP_KINDS:
-            value = self.ledger.cipher.open(sealed)
+            value = self._opened.get(sealed.blob)
+            if value is None:
+                value = self.ledger.cipher.open(sealed)
             if isinstance(value, str):  # an erased subject's value cannot be indexed again
                 rows.upsert(
                     "lookup",

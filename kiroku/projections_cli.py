@@ -1,0 +1,109 @@
+"""``kiroku projections run | status | rebuild VIEW | retry VIEW``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import asdict
+from types import FrameType
+from typing import Any
+
+from kiroku.bootstrap import build_ledger
+from kiroku.settings import Settings
+from projections.service import Projections
+
+log = logging.getLogger("kiroku")
+
+
+def _projections(args: argparse.Namespace) -> Projections:
+    ledger = build_ledger(Settings.from_env(dict(os.environ)))
+    return Projections(ledger, page_size=args.page_size, poll_interval=args.poll_interval)
+
+
+def run(args: argparse.Namespace) -> int:
+    projections = _projections(args)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: finishing the current page of each view, then stopping", signal.Signals(signum).name)
+        projections.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "running views %s on %s", ", ".join(args.views or projections.views), projections.ledger.recorder
+    )
+    projections.run(args.views or None)
+    projections.ledger.close()
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    projections = _projections(args)
+    rows = projections.status()
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(f"{'view':<18} {'gen':>4} {'state':<9} {'position':>9} {'lag':>7}  stopped at")
+        for r in rows:
+            stopped = (
+                f"{r.stopped_at_notification} ({r.stopped_event_type})" if r.stopped_at_notification else ""
+            )
+            print(f"{r.name:<18} {r.generation or '-':>4} {r.state:<9} {r.position:>9} {r.lag:>7}  {stopped}")
+    projections.ledger.close()
+    return 1 if any(r.state == "stopped" for r in rows) else 0
+
+
+def rebuild(args: argparse.Namespace) -> int:
+    projections = _projections(args)
+    show = sys.stderr.isatty() or args.progress
+
+    def progress(done: int, head: int, rate: float) -> None:
+        if show:
+            width = 30
+            filled = int(width * done / max(head, 1))
+            sys.stderr.write(
+                f"\r{args.view}: [{'#' * filled}{'.' * (width - filled)}] {done}/{head} {rate:,.0f} events/s"
+            )
+            sys.stderr.flush()
+
+    generation = projections.rebuild(args.view, progress)
+    if show:
+        sys.stderr.write("\n")
+    print(f"view {args.view}: generation {generation.generation} built and active")
+    projections.ledger.close()
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    projections = _projections(args)
+    cleared = projections.store.clear_stopped(args.view)
+    outcome = "cleared; the next run starts again from its position" if cleared else "was not stopped"
+    print(f"view {args.view}: {outcome}")
+    projections.ledger.close()
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("projections", help="the views the compliance team reads")
+    p.add_argument("--page-size", type=int, default=1000, help="events per transaction")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls")
+    commands = p.add_subparsers(dest="projections_command", required=True)
+    r = commands.add_parser("run", help="keep the views up to date until SIGTERM")
+    r.add_argument("views", nargs="*", help="only these views")
+    r.set_defaults(func=run)
+    s = commands.add_parser("status", help="each view's position, lag and state")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=status)
+    b = commands.add_parser("rebuild", help="build a view again beside the old one, then switch readers")
+    b.add_argument("view")
+    b.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when not on a terminal"
+    )
+    b.set_defaults(func=rebuild)
+    t = commands.add_parser("retry", help="let a stopped view run again")
+    t.add_argument("view")
+    t.set_defaults(func=retry)

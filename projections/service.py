@@ -1,0 +1,200 @@
+"""Running every view, rebuilding one, and reading them.
+
+:class:`Projections` is what the CLI (and later the main job) uses: it keeps a
+runner per view on its active generation, starts generation 1 of a view that
+has none, follows a rebuild made elsewhere, and answers queries against the
+active generations only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from domain.application import Ledger
+from projections.runner import ViewRunner, view_store_for
+from projections.store import Generation, ViewStore
+from projections.view import View
+from projections.views import make_views
+
+log = logging.getLogger("kiroku.projections")
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    name: str
+    generation: int | None
+    state: str
+    position: int
+    lag: int
+    stopped_at_notification: int | None
+    stopped_event_type: str | None
+
+
+class Projections:
+    """The views of one ledger: run, rebuild, status, queries."""
+
+    def __init__(self, ledger: Ledger, *, page_size: int = 1000, poll_interval: float = 1.0) -> None:
+        self.ledger = ledger
+        self.store: ViewStore = view_store_for(ledger)
+        self.views: dict[str, View] = make_views(ledger)
+        self.page_size = page_size
+        self.poll_interval = poll_interval
+        self.stop_event = threading.Event()
+
+    def view(self, name: str) -> View:
+        try:
+            return self.views[name]
+        except KeyError:
+            raise KeyError(f"no view {name!r}; the views are {', '.join(self.views)}") from None
+
+    def _current(self, name: str) -> Generation:
+        """The generation to keep up to date: the active one, else one being built, else a new one."""
+        generations = self.store.generations(name)
+        for state in ("active", "building"):
+            for generation in reversed(generations):
+                if generation.state == state:
+                    return generation
+        return self.store.new_generation(self.view(name))
+
+    # Running ----------------------------------------------------------------
+
+    def run(self, names: list[str] | None = None) -> None:
+        """Runs a runner per view on a thread each until :meth:`stop`; follows rebuilds."""
+        threads = [
+            threading.Thread(target=self._run_view, args=(name,), name=f"view-{name}", daemon=True)
+            for name in (names or list(self.views))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _run_view(self, name: str) -> None:
+        while not self.stop_event.is_set():
+            generation = self._current(name)
+            runner = ViewRunner(
+                self.ledger,
+                self.store,
+                self.view(name),
+                generation,
+                page_size=self.page_size,
+                poll_interval=self.poll_interval,
+            )
+            watcher = threading.Thread(target=self._watch, args=(runner,), daemon=True)
+            watcher.start()
+            runner.run()
+            runner.stop()
+            watcher.join()
+            if self.store.stopped(name):
+                return  # stopped on an event it cannot apply; `kiroku projections retry` lets it go on
+
+    def _watch(self, runner: ViewRunner) -> None:
+        """Stops a runner when asked to stop, or when its generation was replaced by a rebuild."""
+        while not runner.stop_event.is_set():
+            if self.stop_event.wait(min(self.poll_interval, 1.0)):
+                runner.stop()
+                return
+            active = self.store.active(runner.view.name)
+            if active is not None and active.generation > runner.generation.generation:
+                log.info(
+                    "view %s: generation %s replaced by %s",
+                    runner.view.name,
+                    runner.generation.generation,
+                    active.generation,
+                )
+                runner.stop()
+                return
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def catch_up(self, names: list[str] | None = None) -> None:
+        """Brings each view's current generation up to date once, in this thread (tests, one-shot jobs)."""
+        for name in names or list(self.views):
+            generation = self._current(name)
+            runner = ViewRunner(
+                self.ledger, self.store, self.view(name), generation, page_size=self.page_size
+            )
+            runner.catch_up()
+            if generation.state == "building":
+                self.store.activate(generation)
+
+    def rebuild(self, name: str, progress: Callable[[int, int, float], None] | None = None) -> Generation:
+        """Builds a new generation from the first event beside the old one, then switches readers to it."""
+        view = self.view(name)
+        generation = self.store.new_generation(view)
+        runner = ViewRunner(self.ledger, self.store, view, generation, page_size=self.page_size)
+        started = time.monotonic()
+        while True:
+            applied = runner.run_once()
+            if progress is not None:
+                head = self.ledger.recorder.max_notification_id() or 0
+                progress(
+                    self.store.position(generation) or 0,
+                    head,
+                    runner.applied / max(time.monotonic() - started, 1e-9),
+                )
+            if applied < runner.page_size:
+                break
+        self.store.activate(generation)
+        return generation
+
+    # Status and queries ------------------------------------------------------
+
+    def status(self) -> list[ViewStatus]:
+        head = self.ledger.recorder.max_notification_id() or 0
+        stopped = {(s.name, s.generation): s for s in self.store.stopped()}
+        result = []
+        for name in self.views:
+            generations = self.store.generations(name)
+            if not generations:
+                result.append(ViewStatus(name, None, "not built", 0, head, None, None))
+                continue
+            for generation in generations:
+                if generation.state == "retired":
+                    continue
+                position = self.store.position(generation) or 0
+                halt = stopped.get((name, generation.generation))
+                result.append(
+                    ViewStatus(
+                        name,
+                        generation.generation,
+                        "stopped" if halt else generation.state,
+                        position,
+                        head - position,
+                        halt.notification_id if halt else None,
+                        halt.event_type if halt else None,
+                    )
+                )
+        return result
+
+    def wait(self, position: int, names: list[str] | None = None, timeout: float = 10.0) -> bool:
+        """Waits until the views have applied the event at ``position`` (reading one's own writes)."""
+        deadline = time.monotonic() + timeout
+        pending = list(names or self.views)
+        while pending and time.monotonic() < deadline:
+            pending = [n for n in pending if not self._reached(n, position)]
+            if pending:
+                time.sleep(0.05)
+        return not pending
+
+    def _reached(self, name: str, position: int) -> bool:
+        active = self.store.active(name)
+        return active is not None and (self.store.position(active) or 0) >= position
+
+    def subjects_by(self, kind: str, value: str) -> list[UUID]:
+        """Subjects whose current e-mail address or name is ``value``, through the blind index."""
+        if kind not in {"email", "name"}:
+            raise ValueError("look up subjects by 'email' or 'name'")
+        digest = self.ledger.lookup_digest(kind, value)
+        rows = self.store.read(self.view("subjects"), "lookup", {"kind": kind, "digest": digest})
+        return sorted({UUID(r["subject_id"]) for r in rows}, key=str)
+
+    def rows(self, name: str, table: str, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.store.read(self.view(name), table, where or {})

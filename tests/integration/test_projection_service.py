@@ -1,0 +1,145 @@
+"""Running, rebuilding and reading the views; erasure reaches every view (both backends)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+from domain.application import Ledger
+from domain.certificate import CertificateIdentity
+from domain.commands import PersonalItemInput, ProvidedItemInput
+from domain.identity import SubjectKey
+from domain.provision import Recipient
+from projections.service import Projections
+from projections.sql import Writer
+from tests.helpers import T0, FakeClock, cause, publish_policy
+
+TARO = SubjectKey.email("taro@example.jp")
+HANAKO = SubjectKey.email("hanako@example.jp")
+TARO_VALUES = {
+    "name": "山田 太郎",
+    "email": "taro@example.jp",
+    "phone": "+81-3-1234-5678",
+    "postal_address": "東京都千代田区丸の内1-1-1",
+}
+
+
+def collect(ledger: Ledger, ref: str) -> None:
+    ledger.collect(
+        record_ref=ref,
+        channel="C1",
+        purposes=["P1", "P3"],
+        certificate=CertificateIdentity(f"{ref}.example.jp", [], "DV"),
+        personal_items=[
+            *(PersonalItemInput(TARO, k, v) for k, v in TARO_VALUES.items()),
+            PersonalItemInput(HANAKO, "name", "鈴木 花子"),
+            PersonalItemInput(HANAKO, "email", "hanako@example.jp"),
+        ],
+        cause=cause(),
+    )
+
+
+def every_view_row(projections: Projections) -> str:
+    """Every row of every generation of every view, as text."""
+    dump: list[Any] = []
+    for name, view in projections.views.items():
+        for generation in projections.store.generations(name):
+            names = projections.store.table_names(view, generation.generation)
+            with projections.store.transaction() as cursor:
+                writer = Writer(cursor, projections.store.dialect, names)
+                dump.extend(writer.select(t.name, {}) for t in view.tables)
+    return repr(dump)
+
+
+def test_after_erasure_no_view_holds_the_subject_readably_and_lookups_find_nothing(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    collect(ledger, "r1")
+    ledger.record_provision(
+        category="4.3",
+        legal_ground="4.3.1",
+        recipient=Recipient("gov", "Police", "JP"),
+        items=[ProvidedItemInput("name", TARO)],
+        cause=cause(),
+    )
+    projections = Projections(ledger)
+    projections.catch_up()
+    taro_id = ledger.subject_id(TARO)
+    assert projections.subjects_by("email", "Taro@Example.JP") == [taro_id]
+    assert projections.subjects_by("name", "山田　太郎") == [taro_id]  # a full-width space, as typed in Japan
+    assert projections.rows("subjects", "items", {"subject_id": str(taro_id)})
+
+    ledger.request_erasure(TARO, cause=cause())
+    ledger.carry_out_erasure(TARO, cause=cause())
+    projections.catch_up()
+    assert projections.subjects_by("email", "taro@example.jp") == []
+    assert projections.subjects_by("name", "山田 太郎") == []
+    assert projections.rows("subjects", "items", {"subject_id": str(taro_id)}) == []
+    assert (
+        projections.rows("subjects", "subjects", {"subject_id": str(taro_id)})[0]["erasure_state"] == "erased"
+    )
+    assert projections.subjects_by("email", "hanako@example.jp") == [ledger.subject_id(HANAKO)]
+
+    rebuilt = projections.rebuild("subjects")
+    assert rebuilt.generation == 2
+    assert projections.subjects_by("email", "taro@example.jp") == []
+    text = every_view_row(projections)
+    for value in TARO_VALUES.values():
+        assert value not in text
+
+
+def test_a_reader_can_wait_for_its_own_write(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    projections = Projections(ledger, poll_interval=0.05)
+    worker = threading.Thread(target=projections.run, daemon=True)
+    worker.start()
+    try:
+        collect(ledger, "r2")
+        result = ledger.request_stop(TARO, request_id="s1", cause=cause())
+        assert result.position is not None
+        assert projections.wait(result.position, timeout=15)
+        [request] = projections.rows("requests", "requests", {"kind": "stop"})
+        assert request["state"] == "requested"
+    finally:
+        projections.stop()
+        worker.join(15)
+    assert not worker.is_alive()
+
+
+def test_a_rebuild_switches_readers_only_when_it_is_complete(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    for n in range(5):
+        collect(ledger, f"r{n}")
+    projections = Projections(ledger, page_size=4)
+    projections.catch_up(["certificates"])
+    first = projections.store.active("certificates")
+    assert first is not None
+    seen: list[int] = []
+
+    def progress(done: int, head: int, rate: float) -> None:
+        active = projections.store.active("certificates")
+        assert active is not None
+        seen.append(active.generation)  # readers still on the old one while it builds
+        assert len(projections.rows("certificates", "certificates")) == 5
+
+    rebuilt = projections.rebuild("certificates", progress)
+    assert set(seen) == {first.generation} and len(seen) > 1
+    active = projections.store.active("certificates")
+    assert active is not None and active.generation == rebuilt.generation
+    [status] = [s for s in projections.status() if s.name == "certificates"]
+    assert status.lag == 0 and status.state == "active"
+
+
+def test_status_shows_lag_and_not_built_views(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    clock.advance(days=1)
+    collect(ledger, "r9")
+    projections = Projections(ledger)
+    before = {s.name: s for s in projections.status()}
+    assert before["audit_trail"].state == "not built" and before["audit_trail"].lag > 0
+    projections.catch_up(["audit_trail"])
+    after = {s.name: s for s in projections.status()}
+    assert after["audit_trail"].lag == 0 and after["audit_trail"].state == "active"
+    assert T0 + timedelta(days=1) == clock.now
