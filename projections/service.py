@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from domain.application import Ledger
 from projections.runner import ViewRunner, view_store_for
+from projections.sql import utc_text
 from projections.store import Generation, ViewStore
 from projections.view import View
 from projections.views import make_views
@@ -198,3 +200,49 @@ class Projections:
 
     def rows(self, name: str, table: str, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.store.read(self.view(name), table, where or {})
+
+    def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
+        """A certificate record now: ``status`` says expired once ``not_after`` has passed."""
+        found = self.rows("certificates", "certificates", {"record_id": str(record_id)})
+        if not found:
+            return None
+        row = dict(found[0])
+        if row["status"] == "issued" and row["not_after"] is not None and row["not_after"] <= utc_text(at):
+            row["status"] = "expired"
+        row["recipients"] = self.rows("certificates", "recipients", {"record_id": str(record_id)})
+        return row
+
+    def requests(self, at: datetime, *, open_only: bool = False) -> list[dict[str, Any]]:
+        """Disclosure, stop and erasure requests, each with ``overdue`` as of ``at``."""
+        now = utc_text(at)
+        result = []
+        for row in self.rows("requests", "requests"):
+            is_open = row["closed_at"] is None
+            if open_only and not is_open:
+                continue
+            result.append({**row, "open": is_open, "overdue": is_open and row["due_at"] < now})
+        return sorted(result, key=lambda r: (r["due_at"], r["request_id"]))
+
+    def bulk_provisions(self) -> list[dict[str, Any]]:
+        """Continuous provision (verifiers, CT logs): one record per recipient and category."""
+        bulk: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in self.rows("provision_ledger", "provisions", {}):
+            if not row["unspecified_many"]:
+                continue
+            entry = bulk.setdefault(
+                (row["recipient_id"], row["category"]),
+                {
+                    "recipient_id": row["recipient_id"],
+                    "recipient_name": row["recipient_name"],
+                    "category": row["category"],
+                    "country": row["country"],
+                    "foreign_recipient": bool(row["foreign_recipient"]),
+                    "provisions": 0,
+                    "first_provided_at": row["provided_at"],
+                    "last_provided_at": row["provided_at"],
+                },
+            )
+            entry["provisions"] += 1
+            entry["first_provided_at"] = min(entry["first_provided_at"], row["provided_at"])
+            entry["last_provided_at"] = max(entry["last_provided_at"], row["provided_at"])
+        return sorted(bulk.values(), key=lambda e: (e["recipient_id"], e["category"]))

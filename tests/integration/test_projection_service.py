@@ -10,7 +10,7 @@ from domain.application import Ledger
 from domain.certificate import CertificateIdentity
 from domain.commands import PersonalItemInput, ProvidedItemInput
 from domain.identity import SubjectKey
-from domain.provision import Recipient
+from domain.provision import CtSubmission, Recipient
 from projections.service import Projections
 from projections.sql import Writer
 from tests.helpers import T0, FakeClock, cause, publish_policy
@@ -143,3 +143,48 @@ def test_status_shows_lag_and_not_built_views(ledger: Ledger, clock: FakeClock) 
     after = {s.name: s for s in projections.status()}
     assert after["audit_trail"].lag == 0 and after["audit_trail"].state == "active"
     assert T0 + timedelta(days=1) == clock.now
+
+
+def test_certificates_expire_requests_fall_overdue_and_ct_provisions_group_per_recipient(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    ledger.register_account(
+        account_ref="a1", contacts=["ops@example.org"], purposes=["P1"], cause=cause(source="acme")
+    )
+    for order in ("o1", "o2"):
+        ledger.record_ct_submission(
+            order_ref=order,
+            account_ref="a1",
+            purposes=["P1"],
+            certificate=CertificateIdentity(f"{order}.example.org", [], "DV", "0f"),
+            log_operator=Recipient("ct:argon", "Argon", "US"),
+            submission=CtSubmission("argon", clock.now),
+            cause=cause(source="acme"),
+        )
+        ledger.record_acme_certificate(
+            order_ref=order,
+            account_ref="a1",
+            purposes=["P1"],
+            certificate=CertificateIdentity(f"{order}.example.org", [], "DV", "0f"),
+            validity=(clock.now, clock.now + timedelta(days=90)),
+            cause=cause(source="acme"),
+        )
+    ledger.request_stop(SubjectKey.email("ops@example.org"), request_id="s1", cause=cause())
+    projections = Projections(ledger)
+    projections.catch_up()
+    record_id = ledger.certificate_record_id("acme", "o1")
+    assert projections.certificate(record_id, clock.now + timedelta(days=1))["status"] == "issued"  # type: ignore[index]
+    expired = projections.certificate(record_id, clock.now + timedelta(days=91))
+    assert expired is not None and expired["status"] == "expired"
+    assert [r["recipient_id"] for r in expired["recipients"]] == ["ct:argon"]
+    [request] = projections.requests(clock.now + timedelta(days=15), open_only=True)
+    assert request["kind"] == "stop" and request["overdue"]
+    assert not projections.requests(clock.now + timedelta(days=1))[0]["overdue"]
+    [bulk] = projections.bulk_provisions()
+    assert (bulk["recipient_id"], bulk["category"], bulk["provisions"], bulk["foreign_recipient"]) == (
+        "ct:argon",
+        "4.4",
+        2,
+        True,
+    )
