@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +100,8 @@ class ViewRunner:
         if self.store.stopped(self.view.name):
             log.error("view %s is stopped; retry it before running", self.view.name)
             return
-        with self._lock(), self._notifications() as wait_for_news:
-            while not self.stop_event.is_set():
+        with self._lock() as held, self._notifications() as wait_for_news:
+            while held and not self.stop_event.is_set():
                 try:
                     applied = self.catch_up()
                 except ViewStopped as stopped:
@@ -122,64 +122,69 @@ class ViewRunner:
     # The lock ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self) -> Iterator[bool]:
+        """Holds the view generation's lock; yields False if stopped before it was ours."""
         key = f"kiroku-view:{self.view.name}:{self.generation.generation}"
         if isinstance(self.store, PostgresViewStore):
-            with self._advisory_lock(self.store, key):
-                yield
+            with self._advisory_lock(self.store, key) as held:
+                yield held
         else:
             assert isinstance(self.store, SQLiteViewStore)
-            with self._file_lock(Path(f"{self.store.datastore.pool.db_name}.{self.view.name}.lock")):
-                yield
+            lock_file = Path(
+                f"{self.store.datastore.pool.db_name}.{self.view.name}.g{self.generation.generation}.lock"
+            )
+            with self._file_lock(lock_file) as held:
+                yield held
 
-    def _wait_message(self) -> None:
-        log.info("view %s: another runner holds its lock; waiting", self.view.name)
+    def _acquire(self, try_lock: Callable[[], bool]) -> bool:
+        """Tries the lock until it is ours or the runner is stopped; says whether it is ours."""
+        said = False
+        while not self.stop_event.is_set():
+            if try_lock():
+                return True
+            if not said:
+                log.info("view %s: another runner holds its lock; waiting", self.view.name)
+                said = True
+            self.stop_event.wait(0.5)
+        return False
 
     @contextlib.contextmanager
-    def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[None]:
+    def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[bool]:
         # A connection of its own, not one of the pool's, held while the runner works.
         number = zlib.crc32(f"{store.datastore.schema}:{key}".encode())
         kwargs = store.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
         with psycopg.connect(**kwargs, autocommit=True) as conn:
-            said = False
-            while not self.stop_event.is_set():
+
+            def try_lock() -> bool:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
-                if row is not None and row["locked"]:
-                    break
-                if not said:
-                    self._wait_message()
-                    said = True
-                self.stop_event.wait(0.5)
-            else:
-                yield
-                return
+                return bool(row is not None and row["locked"])
+
+            held = self._acquire(try_lock)
             try:
-                yield
+                yield held
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (number,))
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (number,))
 
     @contextlib.contextmanager
-    def _file_lock(self, path: Path) -> Iterator[None]:
+    def _file_lock(self, path: Path) -> Iterator[bool]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            said = False
-            while not self.stop_event.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if not said:
-                        self._wait_message()
-                        said = True
-                    self.stop_event.wait(0.5)
-            else:
-                yield
-                return
+
+        def try_lock() -> bool:
             try:
-                yield
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        try:
+            held = self._acquire(try_lock)
+            try:
+                yield held
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                if held:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 

@@ -228,47 +228,14 @@ class ViewStore:
             )
 
 
-class PostgresViewStore(PostgresTrackingRecorder, ViewStore):
-    """Views in PostgreSQL, beside the event store."""
+class _TrackingRecorderBacked:
+    """The ViewStore primitives both library recorders provide the same way."""
 
-    dialect = PostgresDialect()
+    datastore: Any
 
-    def __init__(
-        self, datastore: PostgresDatastore, *, tracking_table_name: str = "kiroku_view_tracking"
-    ) -> None:
-        super().__init__(datastore, tracking_table_name=tracking_table_name)
+    def _insert_tracking(self, cursor: Any, tracking: Tracking) -> None: ...  # the recorder's own
 
-    def qualified(self, table: str) -> str:
-        return f'"{self.datastore.schema}"."{table}"'
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=True) as cursor:
-            yield cursor
-
-    @contextmanager
-    def reading(self) -> Iterator[Any]:
-        with self.datastore.transaction(commit=False) as cursor:
-            yield cursor
-
-    def insert_tracking_in(self, cursor: Any, tracking: Tracking) -> None:
-        self._insert_tracking(cursor, tracking)
-
-    def position(self, generation: Generation) -> int | None:
-        position: int | None = self.max_tracking_id(generation.stream)
-        return position
-
-
-class SQLiteViewStore(SQLiteTrackingRecorder, ViewStore):
-    """Views in the embedded SQLite file, beside the event store."""
-
-    dialect = SQLiteDialect()
-
-    def __init__(self, datastore: SQLiteDatastore) -> None:
-        super().__init__(datastore)
-
-    def qualified(self, table: str) -> str:
-        return table
+    def max_tracking_id(self, application_name: str) -> int | None: ...  # the recorder's own
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -285,3 +252,29 @@ class SQLiteViewStore(SQLiteTrackingRecorder, ViewStore):
 
     def position(self, generation: Generation) -> int | None:
         return self.max_tracking_id(generation.stream)
+
+
+class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewStore):
+    """Views in PostgreSQL, beside the event store."""
+
+    dialect = PostgresDialect()
+
+    def __init__(
+        self, datastore: PostgresDatastore, *, tracking_table_name: str = "kiroku_view_tracking"
+    ) -> None:
+        super().__init__(datastore, tracking_table_name=tracking_table_name)
+
+    def qualified(self, table: str) -> str:
+        return f'"{self.datastore.schema}"."{table}"'
+
+
+class SQLiteViewStore(SQLiteTrackingRecorder, _TrackingRecorderBacked, ViewStore):
+    """Views in the embedded SQLite file, beside the event store."""
+
+    dialect = SQLiteDialect()
+
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        super().__init__(datastore)
+
+    def qualified(self, table: str) -> str:
+        return table
