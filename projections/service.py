@@ -8,6 +8,7 @@ active generations only.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.application import Ledger
+from domain.personal import Sealed
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
 from projections.store import Generation, ViewStore
@@ -200,6 +202,32 @@ class Projections:
 
     def rows(self, name: str, table: str, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.store.read(self.view(name), table, where or {})
+
+    def subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
+        """A subject now: items (opened; ``[erased]`` once erased), records, open requests, holds in force."""
+        where = {"subject_id": str(subject_id)}
+        found = self.rows("subjects", "subjects", where)
+        if not found:
+            return None
+        items = self.rows("subjects", "items", where)
+        sealed = [
+            Sealed(subject_id, row["generation"], row["item"], base64.b64decode(row["sealed"]))
+            for row in items
+        ]
+        values = self.ledger.cipher.open_many(sealed)
+        now = utc_text(at)
+        return {
+            **found[0],
+            "items": [
+                {"record_id": row["record_id"], "item": row["item"], "value": str(value)}
+                for row, value in zip(items, values, strict=True)
+            ],
+            "records": sorted(r["record_id"] for r in self.rows("subjects", "records", where)),
+            "holds": [h for h in self.rows("subjects", "holds", where) if h["until"] > now],
+            "open_requests": [
+                r for r in self.requests(at, open_only=True) if r["subject_id"] == str(subject_id)
+            ],
+        }
 
     def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A certificate record now: ``status`` says expired once ``not_after`` has passed."""

@@ -188,3 +188,27 @@ def test_certificates_expire_requests_fall_overdue_and_ct_provisions_group_per_r
         2,
         True,
     )
+
+
+def test_a_subject_reads_with_items_records_holds_and_open_requests(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    collect(ledger, "r7")
+    ledger.record_provision(
+        category="4.1",
+        recipient=Recipient("op", "Operator", "JP"),
+        certificate_record_id=ledger.certificate_record_id("registrar", "r7"),
+        items=[ProvidedItemInput("name", TARO)],
+        cause=cause(),
+    )
+    ledger.open_disclosure(TARO, requested_format="json", cause=cause())
+    projections = Projections(ledger)
+    projections.catch_up()
+    taro = projections.subject(ledger.subject_id(TARO), clock.now)
+    assert taro is not None
+    assert {i["item"]: i["value"] for i in taro["items"]} == TARO_VALUES
+    assert taro["records"] == [str(ledger.certificate_record_id("registrar", "r7"))]
+    assert [h["reason"] for h in taro["holds"]] == ["APPI Art. 29 provision record retention"]
+    assert [r["kind"] for r in taro["open_requests"]] == ["disclosure"]
+    later = projections.subject(ledger.subject_id(TARO), clock.now + timedelta(days=365 * 3 + 1))
+    assert later is not None and later["holds"] == []
+    assert projections.subject(ledger.subject_id(SubjectKey.email("nobody@example.jp")), clock.now) is None
