@@ -125,11 +125,38 @@ class Writer:
         self.cursor.execute(f"DELETE FROM {self.names[table]} WHERE {condition}", params)
 
     def select(
-        self, table: str, where: Mapping[str, Any], order_by: str | None = None
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None = None,
+        *,
+        conditions: Sequence[tuple[str, str, Any]] = (),
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Rows matching ``where`` (equality) and ``conditions`` (column, operator, value).
+
+        Operators are ``< <= > >=`` and ``in`` (a list). Columns and operators come
+        from code, values are bound.
+        """
         condition, params = self._where(where)
+        clauses = [condition]
+        for column, operator, value in conditions:
+            if operator == "in":
+                values = list(value)
+                if not values:
+                    return []
+                clauses.append(f"{column} IN ({self._marks(len(values))})")
+                params.extend(values)
+            elif operator in {"<", "<=", ">", ">="}:
+                clauses.append(f"{column} {operator} {self.dialect.placeholder}")
+                params.append(value)
+            else:
+                raise ValueError(f"unsupported operator {operator!r}")
         order = f" ORDER BY {order_by}" if order_by else ""
-        self.cursor.execute(f"SELECT * FROM {self.names[table]} WHERE {condition}{order}", params)
+        bounded = f" LIMIT {int(limit)}" if limit is not None else ""
+        self.cursor.execute(
+            f"SELECT * FROM {self.names[table]} WHERE {' AND '.join(clauses)}{order}{bounded}", params
+        )
         return [dict(row) for row in self.cursor.fetchall()]
 
     def select_one(self, table: str, where: Mapping[str, Any]) -> dict[str, Any] | None:

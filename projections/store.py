@@ -58,6 +58,10 @@ STATUS = Table(
 )
 
 
+class ViewNotReady(LookupError):
+    """Raised when a view is read before its first build has caught up."""
+
+
 class ViewStopped(Exception):
     """Raised when a view could not apply an event; it says which event and which view."""
 
@@ -216,15 +220,22 @@ class ViewStore:
         return count
 
     def read(
-        self, view: View, table: str, where: dict[str, Any], order_by: str | None = None
+        self,
+        view: View,
+        table: str,
+        where: dict[str, Any],
+        order_by: str | None = None,
+        *,
+        conditions: Sequence[tuple[str, str, Any]] = (),
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of the active generation (raises LookupError while none is)."""
+        """Rows of the active generation (raises ViewNotReady while none is)."""
         generation = self.active(view.name)
         if generation is None:
-            raise LookupError(f"view {view.name} has no active generation yet")
+            raise ViewNotReady(f"view {view.name} has no active generation yet")
         with self.reading() as cursor:
             return Writer(cursor, self.dialect, self.table_names(view, generation.generation)).select(
-                table, where, order_by
+                table, where, order_by, conditions=conditions, limit=limit
             )
 
 

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
+from domain.access import AccessRecord
 from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.certificate import CertificateRecord
@@ -188,6 +189,19 @@ class RequestCommands(LedgerBase):
             return [data_subject], data_subject.id, {"shred": [(data_subject.id, generation)]}
 
         return self._execute(cause, "carry_out_erasure", [str(self._resolve_subject(subject))], work)
+
+    # Access to personal data (§8, §10) -----------------------------------
+
+    def record_access(self, subject_ids: Sequence[UUID], *, endpoint: str, cause: Cause) -> CommandResult:
+        """Records that a response showed these subjects' personal data to ``cause.actor``."""
+
+        def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
+            record = AccessRecord.record(
+                access_id=uuid4(), subject_ids=subject_ids, endpoint=endpoint, cause=cause
+            )
+            return [record], record.id, {}
+
+        return self._execute(cause, "record_access", [sorted(map(str, subject_ids)), endpoint], work)
 
     # Reading ---------------------------------------------------------------
 

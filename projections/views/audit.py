@@ -31,6 +31,7 @@ FIXED_CLAUSES = {
     "DataSubject.StopDecided": "§11",
     "DataSubject.ErasureRequested": "APPI Art. 35",
     "DataSubject.Erased": "APPI Art. 35",
+    "AccessRecord.Recorded": "§8, §10",
 }
 
 
@@ -65,6 +66,8 @@ def subjects_of(notified: Notified) -> set[UUID]:
         found = {i["subject_id"] for i in event.items if i["subject_id"]}
     elif kind == "DisclosureRequest.Received":
         found = {event.subject_id}
+    elif kind == "AccessRecord.Recorded":
+        found = set(event.subject_ids)
     return found
 
 

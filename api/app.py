@@ -1,0 +1,33 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from api import routes_ops, routes_records, routes_subjects
+from api.auth import TokenRegistry
+from api.context import Context
+from api.problems import install
+from domain.application import Ledger
+from projections.service import Projections
+
+
+def create_app(
+    ledger: Ledger,
+    projections: Projections,
+    tokens: TokenRegistry,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> FastAPI:
+    app = FastAPI(
+        title="kiroku",
+        version="0.1.0",
+        description="The compliance team's interface to the certificate-information ledger.",
+    )
+    app.state.context = Context(ledger, projections, tokens, clock)
+    install(app)
+    for module in (routes_ops, routes_subjects, routes_records):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,89 @@
+"""What every handler shares: the application context, authentication, access recording."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.auth import Permission, Principal, TokenRegistry
+from api.problems import ApiProblem
+from domain.application import Ledger
+from domain.cause import Cause
+from projections.service import Projections
+
+bearer = HTTPBearer(auto_error=False)
+MAX_PAGE = 500
+
+
+class Context:
+    """What the handlers need: the ledger, the views, the tokens and a clock."""
+
+    def __init__(
+        self, ledger: Ledger, projections: Projections, tokens: TokenRegistry, clock: Callable[[], datetime]
+    ) -> None:
+        self.ledger, self.projections, self.tokens, self.clock = ledger, projections, tokens, clock
+
+
+def get_context(request: Request) -> Context:
+    context: Context = request.app.state.context
+    return context
+
+
+def requires(permission: Permission) -> Callable[..., Principal]:
+    """A dependency: the caller, who must hold a valid token whose role grants ``permission``."""
+
+    def check(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise ApiProblem(
+                401, "Unauthorized", "a bearer token is required", {"WWW-Authenticate": "Bearer"}
+            )
+        principal = get_context(request).tokens.principal(credentials.credentials)
+        if principal is None:
+            raise ApiProblem(401, "Unauthorized", "the token is not valid", {"WWW-Authenticate": "Bearer"})
+        if not principal.may(permission):
+            raise ApiProblem(403, "Forbidden", f"role {principal.role} does not grant {permission.value}")
+        return principal
+
+    return check
+
+
+def record_access(context: Context, principal: Principal, subject_ids: list[UUID], endpoint: str) -> None:
+    """§8, §10: a response that shows personal data is recorded before it is sent."""
+    if subject_ids:
+        context.ledger.record_access(
+            subject_ids,
+            endpoint=endpoint,
+            cause=Cause(
+                actor=f"api:{principal.name}", source_system="kiroku-api", occurred_at=context.clock()
+            ),
+        )
+
+
+def parse_cursor(value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        decoded = base64.urlsafe_b64decode(value.encode()).decode()
+        kind, _, number = decoded.partition(":")
+        if kind != "n" or not number.isdigit():
+            raise ValueError
+        return int(number)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiProblem(422, "Invalid request", "the cursor is not one this API gave out") from None
+
+
+def next_cursor(notification_id: int) -> str:
+    return base64.urlsafe_b64encode(f"n:{notification_id}".encode()).decode()
+
+
+AppContext = Annotated[Context, Depends(get_context)]

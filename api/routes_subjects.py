@@ -1,0 +1,53 @@
+"""Data subjects: found by e-mail, name or common name; their state. Every read is recorded."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+
+from api.auth import Permission, Principal
+from api.context import AppContext, record_access, requires
+from api.problems import ApiProblem
+
+router = APIRouter(tags=["subjects"])
+Reader = Annotated[Principal, Depends(requires(Permission.READ_PERSONAL))]
+
+
+@router.get("/subjects")
+def find_subjects(
+    context: AppContext,
+    principal: Reader,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    name: Annotated[str | None, Query(max_length=300)] = None,
+    common_name: Annotated[str | None, Query(max_length=255)] = None,
+) -> dict[str, Any]:
+    """Data subjects by e-mail address, name (through the blind index) or certificate common name."""
+    given = [(k, v) for k, v in (("email", email), ("name", name), ("common_name", common_name)) if v]
+    if len(given) != 1:
+        raise ApiProblem(422, "Invalid request", "give exactly one of email, name or common_name")
+    kind, value = given[0]
+    projections = context.projections
+    if kind == "common_name":
+        found: set[UUID] = set()
+        for record in projections.rows(
+            "certificates", "certificates", {"common_name": value.strip().lower()}
+        ):
+            holders = projections.rows("subjects", "records", {"record_id": record["record_id"]})
+            found |= {UUID(r["subject_id"]) for r in holders}
+        subject_ids = sorted(found, key=str)
+    else:
+        subject_ids = projections.subjects_by(kind, value)
+    record_access(context, principal, subject_ids, f"GET /subjects?{kind}")
+    return {"subjects": [str(s) for s in subject_ids]}
+
+
+@router.get("/subjects/{subject_id}")
+def subject(subject_id: UUID, context: AppContext, principal: Reader) -> dict[str, Any]:
+    """A data subject's current items, records, holds, open requests, stop and erasure state."""
+    state = context.projections.subject(subject_id, context.clock())
+    if state is None:
+        raise ApiProblem(404, "Not found", f"data subject {subject_id} not found")
+    record_access(context, principal, [subject_id], "GET /subjects/{subject_id}")
+    return state

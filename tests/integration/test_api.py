@@ -1,0 +1,170 @@
+"""The HTTP API against PostgreSQL: answers, refusals (401, 403, 404, 422) and access records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth import TokenRegistry
+from domain.access import AccessRecord
+from domain.application import Ledger
+from domain.certificate import CertificateIdentity
+from domain.commands import PersonalItemInput
+from domain.identity import SubjectKey
+from projections.service import Projections
+from tests.helpers import FakeClock, cause
+
+TARO = SubjectKey.email("taro@example.jp")
+PROBLEM = "application/problem+json"
+
+
+class Api:
+    def __init__(
+        self, client: TestClient, tokens: dict[str, str], ledger: Ledger, projections: Projections
+    ) -> None:
+        self.client, self.tokens, self.ledger, self.projections = client, tokens, ledger, projections
+
+    def get(self, path: str, role: str | None = "officer", **params: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+        response: httpx.Response = self.client.get(path, headers=headers, params=params)
+        return response
+
+    def access_records(self) -> list[AccessRecord.Recorded]:
+        found = []
+        for n in self.ledger.recorder.select_notifications(
+            start=1, limit=10_000, topics=["domain.access:AccessRecord.Recorded"]
+        ):
+            event = self.ledger.mapper.to_domain_event(n)
+            assert isinstance(event, AccessRecord.Recorded)
+            found.append(event)
+        return found
+
+
+@pytest.fixture
+def api(pg_ledger: Ledger, clock: FakeClock, tmp_path: Path) -> Api:
+    pg_ledger.collect(
+        record_ref="app-1",
+        channel="C1",
+        purposes=["P1"],
+        certificate=CertificateIdentity("www.example.jp", ["www.example.jp"], "DV"),
+        personal_items=[
+            PersonalItemInput(TARO, "name", "山田 太郎"),
+            PersonalItemInput(TARO, "email", "taro@example.jp"),
+        ],
+        cause=cause(),
+    )
+    projections = Projections(pg_ledger)
+    projections.catch_up()
+    path = tmp_path / "tokens.json"
+    tokens = {
+        role: TokenRegistry.add(path, f"{role}-1", role) for role in ("viewer", "auditor", "officer", "admin")
+    }
+    client = TestClient(create_app(pg_ledger, projections, TokenRegistry.load(path), clock))
+    return Api(client, tokens, pg_ledger, projections)
+
+
+def test_health_needs_no_token(api: Api) -> None:
+    response = api.client.get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_ready_once_the_views_are_built(api: Api) -> None:
+    assert api.client.get("/ready").status_code == 200
+
+
+def test_a_subject_is_found_by_email_and_the_read_is_recorded(api: Api) -> None:
+    response = api.get("/subjects", email="Taro@Example.jp")
+    assert response.status_code == 200
+    taro_id = str(api.ledger.subject_id(TARO))
+    assert response.json() == {"subjects": [taro_id]}
+    [access] = api.access_records()
+    assert access.subject_ids == [UUID(taro_id)]
+    assert access.endpoint == "GET /subjects?email" and access.cause.actor == "api:officer-1"
+
+
+def test_a_subject_is_found_by_name_and_common_name(api: Api) -> None:
+    taro_id = str(api.ledger.subject_id(TARO))
+    assert api.get("/subjects", name="山田 太郎").json() == {"subjects": [taro_id]}
+    assert api.get("/subjects", common_name="WWW.example.jp").json() == {"subjects": [taro_id]}
+
+
+def test_a_subjects_state_shows_their_items_and_is_recorded(api: Api) -> None:
+    taro_id = api.ledger.subject_id(TARO)
+    response = api.get(f"/subjects/{taro_id}", role="auditor")
+    assert response.status_code == 200
+    body = response.json()
+    assert {i["item"]: i["value"] for i in body["items"]} == {"name": "山田 太郎", "email": "taro@example.jp"}
+    assert [a.endpoint for a in api.access_records()] == ["GET /subjects/{subject_id}"]
+
+
+def test_no_token_or_a_bad_token_is_401_as_problem_json(api: Api) -> None:
+    for response in (
+        api.get("/subjects", role=None, email="x@example.jp"),
+        api.client.get("/subjects", headers={"Authorization": "Bearer nope"}),
+    ):
+        assert response.status_code == 401
+        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert api.access_records() == []
+
+
+def test_a_viewer_may_not_read_personal_data(api: Api) -> None:
+    response = api.get(f"/subjects/{api.ledger.subject_id(TARO)}", role="viewer")
+    assert response.status_code == 403
+    assert "read:personal" in response.json()["detail"]
+    assert api.access_records() == []
+
+
+def test_an_unknown_subject_or_certificate_is_404(api: Api) -> None:
+    assert api.get(f"/subjects/{uuid4()}").status_code == 404
+    assert api.get(f"/certificates/{uuid4()}", role="viewer").status_code == 404
+
+
+def test_bad_input_is_422_without_echoing_it(api: Api) -> None:
+    for response in (
+        api.get("/subjects/not-a-uuid"),
+        api.get("/subjects", email="a@example.jp", name="x"),
+        api.get("/audit", role="viewer", limit="0"),
+        api.get("/audit", role="viewer", cursor="garbage!"),
+    ):
+        assert response.status_code == 422
+        assert response.headers["content-type"] == PROBLEM
+        assert "a@example.jp" not in response.text
+
+
+def test_a_certificate_reads_without_personal_data(api: Api) -> None:
+    record_id = api.ledger.certificate_record_id("registrar", "app-1")
+    response = api.get(f"/certificates/{record_id}", role="viewer")
+    assert response.status_code == 200
+    assert response.json()["common_name"] == "www.example.jp"
+    assert "山田" not in response.text
+
+
+def test_the_audit_trail_pages_with_a_cursor_and_filters(api: Api) -> None:
+    first = api.get("/audit", role="viewer", limit="2").json()
+    assert [r["notification_id"] for r in first["items"]] == [1, 2]
+    second = api.get("/audit", role="viewer", limit="2", cursor=first["next_cursor"]).json()
+    assert [r["notification_id"] for r in second["items"]] == [3, 4]
+    taro = str(api.ledger.subject_id(TARO))
+    concerning = api.get("/audit", role="viewer", subject=taro).json()["items"]
+    assert {r["event_type"] for r in concerning} >= {"CertificateRecord.Collected", "DataSubject.Registered"}
+    collected = api.get("/audit", role="viewer", event_type="CertificateRecord.Collected").json()["items"]
+    assert [r["clause"] for r in collected] == ["§5"]
+    assert api.get("/audit", role="viewer", since="2024-06-01T09:00:00").status_code == 422
+
+
+def test_the_openapi_document_lists_the_endpoints(api: Api) -> None:
+    document = api.client.get("/openapi.json").json()
+    assert {
+        "/health",
+        "/ready",
+        "/subjects",
+        "/subjects/{subject_id}",
+        "/certificates/{record_id}",
+        "/audit",
+    } <= set(document["paths"])
