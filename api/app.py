@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from api import routes_ops, routes_records, routes_subjects
+from api import routes_ledger, routes_ops, routes_records, routes_requests, routes_subjects
 from api.auth import TokenRegistry
 from api.context import Context
 from api.problems import install
@@ -28,6 +28,6 @@ def create_app(
     )
     app.state.context = Context(ledger, projections, tokens, clock)
     install(app)
-    for module in (routes_ops, routes_subjects, routes_records):
+    for module in (routes_ops, routes_subjects, routes_records, routes_ledger, routes_requests):
         app.include_router(module.router)
     return app

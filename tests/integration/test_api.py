@@ -2,70 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from uuid import UUID, uuid4
 
-import httpx
-import pytest
-from fastapi.testclient import TestClient
-
-from api.app import create_app
-from api.auth import TokenRegistry
-from domain.access import AccessRecord
-from domain.application import Ledger
-from domain.certificate import CertificateIdentity
-from domain.commands import PersonalItemInput
-from domain.identity import SubjectKey
-from projections.service import Projections
-from tests.helpers import FakeClock, cause
-
-TARO = SubjectKey.email("taro@example.jp")
-PROBLEM = "application/problem+json"
-
-
-class Api:
-    def __init__(
-        self, client: TestClient, tokens: dict[str, str], ledger: Ledger, projections: Projections
-    ) -> None:
-        self.client, self.tokens, self.ledger, self.projections = client, tokens, ledger, projections
-
-    def get(self, path: str, role: str | None = "officer", **params: str) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
-        response: httpx.Response = self.client.get(path, headers=headers, params=params)
-        return response
-
-    def access_records(self) -> list[AccessRecord.Recorded]:
-        found = []
-        for n in self.ledger.recorder.select_notifications(
-            start=1, limit=10_000, topics=["domain.access:AccessRecord.Recorded"]
-        ):
-            event = self.ledger.mapper.to_domain_event(n)
-            assert isinstance(event, AccessRecord.Recorded)
-            found.append(event)
-        return found
-
-
-@pytest.fixture
-def api(pg_ledger: Ledger, clock: FakeClock, tmp_path: Path) -> Api:
-    pg_ledger.collect(
-        record_ref="app-1",
-        channel="C1",
-        purposes=["P1"],
-        certificate=CertificateIdentity("www.example.jp", ["www.example.jp"], "DV"),
-        personal_items=[
-            PersonalItemInput(TARO, "name", "山田 太郎"),
-            PersonalItemInput(TARO, "email", "taro@example.jp"),
-        ],
-        cause=cause(),
-    )
-    projections = Projections(pg_ledger)
-    projections.catch_up()
-    path = tmp_path / "tokens.json"
-    tokens = {
-        role: TokenRegistry.add(path, f"{role}-1", role) for role in ("viewer", "auditor", "officer", "admin")
-    }
-    client = TestClient(create_app(pg_ledger, projections, TokenRegistry.load(path), clock))
-    return Api(client, tokens, pg_ledger, projections)
+from tests.integration.api_support import PROBLEM, TARO, Api
 
 
 def test_health_needs_no_token(api: Api) -> None:

@@ -1,0 +1,40 @@
+"""Fixtures of the API tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth import TokenRegistry
+from domain.application import Ledger
+from domain.certificate import CertificateIdentity
+from domain.commands import PersonalItemInput
+from projections.service import Projections
+from tests.helpers import FakeClock, cause
+from tests.integration.api_support import TARO, Api
+
+
+@pytest.fixture
+def api(pg_ledger: Ledger, clock: FakeClock, tmp_path: Path) -> Api:
+    pg_ledger.collect(
+        record_ref="app-1",
+        channel="C1",
+        purposes=["P1"],
+        certificate=CertificateIdentity("www.example.jp", ["www.example.jp"], "DV"),
+        personal_items=[
+            PersonalItemInput(TARO, "name", "山田 太郎"),
+            PersonalItemInput(TARO, "email", "taro@example.jp"),
+        ],
+        cause=cause(),
+    )
+    projections = Projections(pg_ledger)
+    projections.catch_up()
+    path = tmp_path / "tokens.json"
+    tokens = {
+        role: TokenRegistry.add(path, f"{role}-1", role) for role in ("viewer", "auditor", "officer", "admin")
+    }
+    client = TestClient(create_app(pg_ledger, projections, TokenRegistry.load(path), clock))
+    return Api(client, tokens, pg_ledger, projections)
