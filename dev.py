@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sets up kiroku's virtual environment and runs the service or the checks.
 
-    python3 dev.py run [kiroku run options]   the service's main job on the embedded default
+    python3 dev.py run [kiroku run options]   the service on the embedded default, with demo traffic
     python3 dev.py test [pytest options]      ruff, mypy --strict and the whole test suite
 
 Needs only Python 3.11+; the first call creates ``.venv`` and installs
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
         return 2
     _ensure_environment()
     if argv[0] == "run":
-        return _call(str(BIN / "kiroku"), "run", *argv[1:])
+        return _call(str(BIN / "kiroku"), "run", *(argv[1:] or ["--demo"]))
     for check in (
         (str(BIN / "ruff"), "check", "."),
         (str(BIN / "mypy")),

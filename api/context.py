@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.auth import Permission, Principal, TokenRegistry
 from api.problems import ApiProblem
+from consumers.ingest import IngestCounters
 from domain.application import Ledger
 from domain.cause import Cause
 from projections.service import Projections
@@ -26,9 +27,15 @@ class Context:
     """What the handlers need: the ledger, the views, the tokens and a clock."""
 
     def __init__(
-        self, ledger: Ledger, projections: Projections, tokens: TokenRegistry, clock: Callable[[], datetime]
+        self,
+        ledger: Ledger,
+        projections: Projections,
+        tokens: TokenRegistry,
+        clock: Callable[[], datetime],
+        ingest_counters: IngestCounters | None = None,
     ) -> None:
         self.ledger, self.projections, self.tokens, self.clock = ledger, projections, tokens, clock
+        self.ingest_counters = ingest_counters
 
 
 def get_context(request: Request) -> Context:

@@ -66,6 +66,10 @@ class IngestSettings:
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
     max_backoff_s: float = 10.0
+    #: Prefix of the tracking records' names. Empty for a real cluster; a memory-only
+    #: broker that starts empty each time gets a new prefix per start, so positions
+    #: recorded against an earlier, vanished broker do not apply to the new one.
+    stream_prefix: str = ""
 
 
 @dataclass
@@ -155,6 +159,9 @@ class Ingest:
     def stop(self) -> None:
         """Asks the loop to finish its current batch, record it and leave the group."""
         self.stop_event.set()
+
+    def _stream(self, tp: TopicPartition) -> str:
+        return self.settings.stream_prefix + stream_name(tp.topic, tp.partition)
 
     def forget(self, partitions: Any) -> None:
         for tp in partitions:
@@ -248,7 +255,7 @@ class Ingest:
         for tp in sorted(self.to_position, key=lambda t: (t.topic, t.partition)):
             while not self.stop_event.is_set():
                 try:
-                    recorded = self.ledger.tracked_position(stream_name(tp.topic, tp.partition))
+                    recorded = self.ledger.tracked_position(self._stream(tp))
                     break
                 except TRANSIENT as exc:
                     backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
@@ -284,7 +291,7 @@ class Ingest:
 
     def _apply_batch(self, tp: TopicPartition, records: list[Any]) -> None:
         backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
-        stream = stream_name(tp.topic, tp.partition)
+        stream = self._stream(tp)
         topic_system = tp.topic.split(".", 1)[0]
         while records:
             try:

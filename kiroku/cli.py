@@ -9,17 +9,24 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
+from api.auth import ROLES, TokenFileError, TokenRegistry
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
 from kiroku.ingest_cli import register as register_ingest_commands
 from kiroku.projections_cli import register as register_projection_commands
+from kiroku.service import run_service
 from kiroku.settings import Settings, SettingsError
 
 log = logging.getLogger("kiroku")
 
 
 def _run(args: argparse.Namespace) -> int:
-    """The service's main job; until ingest and the API land, the lifecycle demonstration."""
+    """The service's main job: ingest, views and the HTTP API."""
+    return run_service(Settings.from_env(dict(os.environ)), demo=args.demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """A printed walk through the lifecycle, on a fresh store unless told otherwise."""
     environ = dict(os.environ)
     if args.database_url:
         environ["KIROKU_DATABASE_URL"] = args.database_url
@@ -40,20 +47,43 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokens_add(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(dict(os.environ))
+    try:
+        token = TokenRegistry.add(settings.tokens_file, args.name, args.role)
+    except TokenFileError as exc:
+        raise SettingsError(f"KIROKU_TOKENS_FILE: {exc}") from None
+    print(f"token for {args.name} (role {args.role}), shown once; kiroku keeps only its hash:\n{token}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiroku", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the service's main job (for now: the lifecycle demonstration)")
+    run = sub.add_parser(
+        "run", help="the service: ingest, views and the HTTP API (embedded broker if none is set)"
+    )
     run.add_argument(
+        "--demo", action="store_true", help="publish synthetic upstream traffic and print a token"
+    )
+    run.set_defaults(func=_run)
+    demo = sub.add_parser("demo", help="a printed walk through the lifecycle the policy describes")
+    demo.add_argument(
         "--database-url",
         help="record into this store instead of a fresh embedded one (postgresql://… or sqlite:///…)",
     )
-    run.add_argument(
+    demo.add_argument(
         "--keep",
         action="store_true",
         help="with no database configured, record into the embedded store in KIROKU_DATA_DIR (.kiroku)",
     )
-    run.set_defaults(func=_run)
+    demo.set_defaults(func=_demo)
+    tokens = sub.add_parser("tokens", help="API bearer tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    add = tokens_sub.add_parser("add", help="create a token for a person or system, with a role")
+    add.add_argument("name")
+    add.add_argument("role", choices=sorted(ROLES))
+    add.set_defaults(func=_tokens_add)
     register_ingest_commands(sub)
     register_projection_commands(sub)
     return parser

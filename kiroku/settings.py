@@ -144,6 +144,9 @@ class Settings:
     pseudonym_key: bytes = field(repr=False)
     kafka_bootstrap_servers: str | None = None
     group_id: str = "kiroku"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    tokens_file: Path = Path(".kiroku/tokens.json")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -169,6 +172,12 @@ class Settings:
         group_id = env.get("KIROKU_GROUP_ID") or "kiroku"
         if len(group_id) > 200 or not group_id.strip():
             raise SettingsError("KIROKU_GROUP_ID: must be 1-200 characters")
+        port_text = env.get("KIROKU_HTTP_PORT") or "8000"
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SettingsError("KIROKU_HTTP_PORT: must be a port number (1-65535)")
+        host = (env.get("KIROKU_HTTP_HOST") or "127.0.0.1").strip()
+        if not host:
+            raise SettingsError("KIROKU_HTTP_HOST: must not be empty")
         return cls(
             database=database,
             data_dir=data_dir,
@@ -176,4 +185,7 @@ class Settings:
             pseudonym_key=keys["KIROKU_PSEUDONYM_KEY"],
             kafka_bootstrap_servers=parse_bootstrap_servers(bootstrap) if bootstrap else None,
             group_id=group_id.strip(),
+            http_host=host,
+            http_port=int(port_text),
+            tokens_file=Path(env.get("KIROKU_TOKENS_FILE") or data_dir / "tokens.json"),
         )

@@ -1,0 +1,78 @@
+"""``kiroku run --demo`` from nothing: the embedded store and broker, demo traffic, the API answers."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from kiroku.broker import free_port
+
+
+def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "KIROKU_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    }
+    env.update({"KIROKU_DATA_DIR": str(tmp_path / "data"), "KIROKU_HTTP_PORT": str(port)})
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kiroku.cli", "run", "--demo"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        token = None
+        while time.monotonic() < deadline:
+            found = re.search(r"demo token \(role officer\), shown once: (\S+)", log.read_text())
+            if found:
+                token = found.group(1)
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+            time.sleep(0.3)
+        assert token is not None, log.read_text()[-3000:]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def ingested() -> float:
+            text = httpx.get(f"{base}/metrics", timeout=5).text
+            match = re.search(r'kiroku_ingest_messages_total\{outcome="recorded"\} (\d+)', text)
+            return float(match.group(1)) if match else 0.0
+
+        while time.monotonic() < deadline + 60 and ingested() < 20:
+            time.sleep(0.5)
+        assert ingested() >= 20, "demo traffic flows in"
+        assert httpx.get(f"{base}/ready", timeout=5).status_code == 200
+        collected: list[object] = []
+        while time.monotonic() < deadline + 90 and not collected:
+            audit = httpx.get(
+                f"{base}/audit",
+                params={"event_type": "CertificateRecord.Collected"},
+                headers=headers,
+                timeout=5,
+            )
+            assert audit.status_code == 200
+            collected = audit.json()["items"]
+            time.sleep(0.3)
+        assert collected, "the views follow the ingested traffic"
+        assert httpx.get(f"{base}/audit", timeout=5).status_code == 401
+        ledger = httpx.get(f"{base}/provisions", headers=headers, timeout=5)
+        assert ledger.status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=90)
+    assert code == 0, log.read_text()[-3000:]
