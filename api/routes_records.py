@@ -20,8 +20,34 @@ MAX_PAGE = 500
 
 
 @router.get("/certificates/{record_id}", tags=["certificates"])
-def certificate(record_id: UUID, context: AppContext, _: Reader) -> dict[str, Any]:
-    """A certificate record's current information, status and recipients."""
+def certificate(
+    record_id: UUID, context: AppContext, _: Reader, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """A certificate record's current information, status and recipients; with ``as_of``, as it was then."""
+    if as_of is not None:
+        if as_of.tzinfo is None:
+            raise ApiProblem(422, "Invalid request", "as_of needs a time zone")
+        record = context.ledger.certificate_record_as_of(record_id, as_of)
+        return {
+            "as_of": as_of.isoformat(),
+            "record_id": str(record.id),
+            "record_ref": record.record_ref,
+            "channel": record.channel,
+            "policy_version": record.policy_version,
+            "purposes": record.purposes,
+            "common_name": record.common_name,
+            "sans": record.sans,
+            "serial": record.serial,
+            "validation": record.validation,
+            "organisation": record.organisation,
+            "account_id": str(record.account_id) if record.account_id else None,
+            "not_before": utc_text(record.not_before),
+            "not_after": utc_text(record.not_after),
+            "status": record.status_at(as_of),
+            "recipients": [
+                {"provision_id": str(p), "category": c, "recipient_id": r} for p, c, r in record.provisions
+            ],
+        }
     state = context.projections.certificate(record_id, context.clock())
     if state is None:
         raise ApiProblem(404, "Not found", f"certificate record {record_id} not found")

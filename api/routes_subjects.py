@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -44,8 +45,19 @@ def find_subjects(
 
 
 @router.get("/subjects/{subject_id}")
-def subject(subject_id: UUID, context: AppContext, principal: Reader) -> dict[str, Any]:
-    """A data subject's current items, records, holds, open requests, stop and erasure state."""
+def subject(
+    subject_id: UUID, context: AppContext, principal: Reader, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """A data subject's current items, records, holds, open requests, stop and erasure state.
+
+    With ``as_of``: everything the ledger held about them at that moment, rebuilt from the events.
+    """
+    if as_of is not None:
+        if as_of.tzinfo is None:
+            raise ApiProblem(422, "Invalid request", "as_of needs a time zone")
+        package = context.ledger.disclosure_package(subject_id, as_of=as_of)
+        record_access(context, principal, [subject_id], "GET /subjects/{subject_id}?as_of")
+        return {"as_of": as_of.isoformat(), **package}
     state = context.projections.subject(subject_id, context.clock())
     if state is None:
         raise ApiProblem(404, "Not found", f"data subject {subject_id} not found")

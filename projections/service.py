@@ -216,8 +216,10 @@ class Projections:
         ]
         values = self.ledger.cipher.open_many(sealed)
         now = utc_text(at)
+        erased = found[0]["erasure_state"] == "erased"
         return {
             **found[0],
+            "personal_data": "[erased]" if erased else "held",
             "items": [
                 {"record_id": row["record_id"], "item": row["item"], "value": str(value)}
                 for row, value in zip(items, values, strict=True)

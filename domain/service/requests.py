@@ -16,7 +16,7 @@ from domain.certificate import CertificateRecord
 from domain.codes import DisclosureFormat, DisclosureRefusalGround
 from domain.commands import CommandResult
 from domain.disclosure import DisclosureRequest
-from domain.errors import NotFound
+from domain.errors import InvalidCommand, NotFound
 from domain.identity import SubjectKey, deterministic_id
 from domain.package import build_package, package_digest
 from domain.provision import Provision, add_years
@@ -214,14 +214,46 @@ class RequestCommands(LedgerBase):
     def acme_account(self, account_id: UUID) -> AcmeAccount:
         return self._get(AcmeAccount, account_id, "ACME account")
 
-    def disclosure_package(self, subject_id: UUID) -> dict[str, Any]:
-        """All the subject's information: items (current and superseded), records, provisions."""
-        subject = self._get(DataSubject, subject_id, "data subject")
+    def disclosure_package(self, subject_id: UUID, as_of: datetime | None = None) -> dict[str, Any]:
+        """All the subject's information: items (current and superseded), records, provisions.
+
+        With ``as_of``, as the ledger knew it then: rebuilt from the events recorded up to that moment.
+        """
+        load = self._load if as_of is None else (lambda aggregate_id: self._as_of(aggregate_id, as_of))
+        subject = load(subject_id)
+        if not isinstance(subject, DataSubject):
+            raise NotFound(f"data subject {subject_id} not found" + (" at that moment" if as_of else ""))
         holders: list[CertificateRecord | AcmeAccount] = []
         for holder_id in subject.record_ids:
-            holder = self._load(holder_id)
+            holder = load(holder_id)
             if not isinstance(holder, CertificateRecord | AcmeAccount):
                 raise NotFound(f"record {holder_id} of subject {subject_id} not found")
             holders.append(holder)
-        provisions = [self._get(Provision, pid, "provision") for pid, _, _ in subject.provisions]
-        return build_package(subject, holders, provisions, self.cipher, self.clock())
+        provisions = []
+        for provision_id, _, _ in subject.provisions:
+            provision = load(provision_id)
+            if not isinstance(provision, Provision):
+                raise NotFound(f"provision {provision_id} not found")
+            provisions.append(provision)
+        return build_package(subject, holders, provisions, self.cipher, as_of or self.clock())
+
+    def certificate_record_as_of(self, record_id: UUID, as_of: datetime) -> CertificateRecord:
+        """The record as the ledger knew it at ``as_of`` (rebuilt from the events recorded up to then)."""
+        record = self._as_of(record_id, as_of)
+        if not isinstance(record, CertificateRecord):
+            raise NotFound(f"certificate record {record_id} not found at that moment")
+        return record
+
+    def _as_of(self, aggregate_id: UUID, moment: datetime) -> object | None:
+        """An aggregate at the last version recorded at or before ``moment``."""
+        if moment.tzinfo is None:
+            raise InvalidCommand("a moment needs a time zone")
+        version = None
+        for event in self.events.get(aggregate_id):
+            if getattr(event, "timestamp", moment) > moment:
+                break
+            version = event.originator_version
+        if version is None:
+            return None
+        aggregate: object = self.repository.get(aggregate_id, version=version)
+        return aggregate
