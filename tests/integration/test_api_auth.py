@@ -1,0 +1,90 @@
+"""Every endpoint refuses a missing token (401) and a role without the right (403)."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+
+from tests.integration.api_support import PROBLEM, Api
+
+SOME = str(uuid4())
+# (method, path, body, the highest role that must be refused or None when every role may)
+ENDPOINTS = [
+    ("GET", "/subjects?email=a@example.jp", None, "viewer"),
+    ("GET", f"/subjects/{SOME}", None, "viewer"),
+    ("GET", f"/certificates/{SOME}", None, None),
+    ("GET", "/audit", None, None),
+    ("GET", "/provisions", None, None),
+    ("GET", "/provisions.csv", None, None),
+    ("GET", "/provisions/bulk", None, None),
+    ("GET", "/policy", None, None),
+    ("GET", "/disclosures", None, None),
+    ("POST", "/disclosures", {"subject_id": SOME, "requested_format": "json"}, "auditor"),
+    ("POST", f"/disclosures/{SOME}/verification-request", {"method": "m"}, "auditor"),
+    ("POST", f"/disclosures/{SOME}/verified", {"evidence_ref": "e"}, "auditor"),
+    ("POST", f"/disclosures/{SOME}/verification-failed", {"reason": "r"}, "auditor"),
+    ("POST", f"/disclosures/{SOME}/refusal", {"ground": "violates-other-law", "explanation": "x"}, "auditor"),
+    ("POST", f"/disclosures/{SOME}/fulfilment", None, "auditor"),
+    ("POST", f"/subjects/{SOME}/stop-requests", {}, "auditor"),
+    ("POST", f"/subjects/{SOME}/stop-requests/s1/decision", {"accepted": True, "reason": "r"}, "auditor"),
+    ("POST", f"/subjects/{SOME}/erasure-request", None, "auditor"),
+    ("POST", f"/subjects/{SOME}/erasure", None, "auditor"),
+    (
+        "POST",
+        "/provisions",
+        {
+            "legal_ground": "4.3.1",
+            "recipient": {"recipient_id": "g", "name": "G", "country": "JP"},
+            "subjects": [{"subject_id": SOME}],
+            "items": ["name"],
+        },
+        "auditor",
+    ),
+    (
+        "POST",
+        "/policy/revisions",
+        {
+            "version": "v9",
+            "effective_from": "2030-01-01T00:00:00Z",
+            "announced_at": "2029-01-01T00:00:00Z",
+            "purposes": {"P1": "x"},
+            "channels": ["C1"],
+        },
+        "officer",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "refused_role"), ENDPOINTS)
+def test_no_token_is_401_and_a_lesser_role_403(
+    api: Api, method: str, path: str, body: dict[str, object] | None, refused_role: str | None
+) -> None:
+    anonymous = api.client.request(method, path, json=body)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == PROBLEM
+    if refused_role is not None:
+        lesser = api.client.request(
+            method, path, json=body, headers={"Authorization": f"Bearer {api.tokens[refused_role]}"}
+        )
+        assert lesser.status_code == 403
+        assert lesser.headers["content-type"] == PROBLEM
+    allowed = api.client.request(
+        method, path, json=body, headers={"Authorization": f"Bearer {api.tokens['admin']}"}
+    )
+    assert allowed.status_code not in {401, 403, 500}
+
+
+def test_every_route_of_the_api_is_in_the_table(api: Api) -> None:
+    documented = {
+        (method.upper(), path)
+        for path, operations in api.client.get("/openapi.json").json()["paths"].items()
+        for method in operations
+    }
+    open_routes = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
+    tested = {(m, p.split("?")[0].replace(SOME, "{id}")) for m, p, _, _ in ENDPOINTS}
+    normalised = {
+        (m, p.replace("{subject_id}", "{id}").replace("{record_id}", "{id}").replace("{request_id}", "{id}"))
+        for m, p in documented - open_routes
+    }
+    assert normalised == {(m, p.replace("s1", "{id}")) for m, p in tested}
