@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -15,7 +15,6 @@ from api.auth import Permission, Principal
 from api.commands import IdempotencyKey, cause_for, written
 from api.context import AppContext, requires
 from api.problems import ApiProblem
-from projections.sql import utc_text
 
 router = APIRouter()
 Reader = Annotated[Principal, Depends(requires(Permission.READ_RECORDS))]
@@ -49,37 +48,17 @@ class LedgerFilters:
 
 
 def _rows(context: AppContext, filters: LedgerFilters) -> list[dict[str, Any]]:
-    where: dict[str, Any] = {}
-    if filters.recipient:
-        where["recipient_id"] = filters.recipient
-    if filters.category:
-        where["category"] = filters.category
-    if filters.country:
-        where["country"] = filters.country
-    if filters.foreign_only:
-        where["foreign_recipient"] = True
-    conditions: list[tuple[str, str, Any]] = []
-    for operator, moment in ((">=", filters.since), ("<", filters.until)):
-        if moment is not None:
-            if moment.tzinfo is None:
-                raise ApiProblem(422, "Invalid request", "times need a time zone")
-            conditions.append(("provided_at", operator, utc_text(moment.astimezone(UTC))))
-    rows = context.projections.store.read(
-        context.projections.view("provision_ledger"),
-        "provisions",
-        where,
-        "provided_at, provision_id",
-        conditions=conditions,
-    )
-    return [
-        {
-            **r,
-            "foreign_recipient": bool(r["foreign_recipient"]),
-            "unspecified_many": bool(r["unspecified_many"]),
-            "record_required": bool(r["record_required"]),
-        }
-        for r in rows
-    ]
+    try:
+        return context.projections.provision_records(
+            recipient=filters.recipient,
+            category=filters.category,
+            country=filters.country,
+            foreign_only=filters.foreign_only,
+            since=filters.since,
+            until=filters.until,
+        )
+    except ValueError as exc:
+        raise ApiProblem(422, "Invalid request", str(exc)) from None
 
 
 @router.get("/provisions", tags=["provisions"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -72,29 +72,18 @@ class AuditFilters:
 def audit(context: AppContext, _: Reader, filters: Annotated[AuditFilters, Depends()]) -> dict[str, Any]:
     """The audit trail, oldest first, a page at a time: ask again with ``next_cursor``."""
     after = parse_cursor(filters.cursor)
-    where: dict[str, Any] = {}
-    if filters.certificate:
-        where["certificate_record_id"] = str(filters.certificate)
-    if filters.event_type:
-        where["event_type"] = filters.event_type
-    if filters.actor:
-        where["actor"] = filters.actor
-    conditions: list[tuple[str, str, Any]] = [("notification_id", ">", after)]
-    for operator, moment in ((">=", filters.since), ("<", filters.until)):
-        if moment is not None:
-            if moment.tzinfo is None:
-                raise ApiProblem(422, "Invalid request", "times need a time zone")
-            conditions.append(("occurred_at", operator, utc_text(moment.astimezone(UTC))))
-    store, view = context.projections.store, context.projections.view("audit_trail")
-    if filters.subject:
-        concerning = store.read(
-            view,
-            "event_subjects",
-            {"subject_id": str(filters.subject)},
-            "notification_id",
-            conditions=[("notification_id", ">", after)],
+    try:
+        rows = context.projections.audit_page(
+            after=after,
+            limit=filters.limit,
+            subject=filters.subject,
+            certificate=filters.certificate,
+            event_type=filters.event_type,
+            actor=filters.actor,
+            since=filters.since,
+            until=filters.until,
         )
-        conditions.append(("notification_id", "in", [r["notification_id"] for r in concerning]))
-    rows = store.read(view, "events", where, "notification_id", conditions=conditions, limit=filters.limit)
+    except ValueError as exc:
+        raise ApiProblem(422, "Invalid request", str(exc)) from None
     more = next_cursor(rows[-1]["notification_id"]) if len(rows) == filters.limit else None
     return {"items": rows, "next_cursor": more}

@@ -10,12 +10,14 @@ import tempfile
 from collections.abc import Sequence
 
 from api.auth import ROLES, TokenFileError, TokenRegistry
+from domain.errors import DomainError
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
 from kiroku.ingest_cli import register as register_ingest_commands
 from kiroku.projections_cli import register as register_projection_commands
 from kiroku.service import run_service
 from kiroku.settings import Settings, SettingsError
+from kiroku.team_cli import register as register_team_commands
 
 log = logging.getLogger("kiroku")
 
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=_tokens_add)
     register_ingest_commands(sub)
     register_projection_commands(sub)
+    register_team_commands(sub)
     return parser
 
 
@@ -101,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreUnavailable as exc:
         print(f"kiroku: {exc}", file=sys.stderr)
         return 3
+    except DomainError as exc:
+        print(f"kiroku: refused: {exc}", file=sys.stderr)
+        return 4
     return code
 
 

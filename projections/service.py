@@ -253,6 +253,70 @@ class Projections:
             result.append({**row, "open": is_open, "overdue": is_open and row["due_at"] < now})
         return sorted(result, key=lambda r: (r["due_at"], r["request_id"]))
 
+    def audit_page(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        subject: UUID | None = None,
+        certificate: UUID | None = None,
+        event_type: str | None = None,
+        actor: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Audit-trail rows after notification ``after``, oldest first, filtered."""
+        where: dict[str, Any] = {}
+        if certificate:
+            where["certificate_record_id"] = str(certificate)
+        if event_type:
+            where["event_type"] = event_type
+        if actor:
+            where["actor"] = actor
+        conditions: list[tuple[str, str, Any]] = [("notification_id", ">", after)]
+        conditions += _time_range("occurred_at", since, until)
+        view = self.view("audit_trail")
+        if subject:
+            concerning = self.store.read(
+                view,
+                "event_subjects",
+                {"subject_id": str(subject)},
+                "notification_id",
+                conditions=[("notification_id", ">", after)],
+            )
+            conditions.append(("notification_id", "in", [r["notification_id"] for r in concerning]))
+        return self.store.read(view, "events", where, "notification_id", conditions=conditions, limit=limit)
+
+    def provision_records(
+        self,
+        *,
+        recipient: str | None = None,
+        category: str | None = None,
+        country: str | None = None,
+        foreign_only: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The provision ledger (APPI Art. 29 records), oldest first, filtered."""
+        where: dict[str, Any] = {}
+        if recipient:
+            where["recipient_id"] = recipient
+        if category:
+            where["category"] = category
+        if country:
+            where["country"] = country
+        if foreign_only:
+            where["foreign_recipient"] = True
+        rows = self.store.read(
+            self.view("provision_ledger"),
+            "provisions",
+            where,
+            "provided_at, provision_id",
+            conditions=_time_range("provided_at", since, until),
+        )
+        flags = ("foreign_recipient", "unspecified_many", "record_required")
+        return [{**r, **{f: bool(r[f]) for f in flags}} for r in rows]
+
     def bulk_provisions(self) -> list[dict[str, Any]]:
         """Continuous provision (verifiers, CT logs): one record per recipient and category."""
         bulk: dict[tuple[str, str], dict[str, Any]] = {}
@@ -276,3 +340,13 @@ class Projections:
             entry["first_provided_at"] = min(entry["first_provided_at"], row["provided_at"])
             entry["last_provided_at"] = max(entry["last_provided_at"], row["provided_at"])
         return sorted(bulk.values(), key=lambda e: (e["recipient_id"], e["category"]))
+
+
+def _time_range(column: str, since: datetime | None, until: datetime | None) -> list[tuple[str, str, Any]]:
+    conditions: list[tuple[str, str, Any]] = []
+    for operator, moment in ((">=", since), ("<", until)):
+        if moment is not None:
+            if moment.tzinfo is None:
+                raise ValueError("times need a time zone")
+            conditions.append((column, operator, utc_text(moment)))
+    return conditions
