@@ -88,3 +88,78 @@ def test_every_route_of_the_api_is_in_the_table(api: Api) -> None:
         for m, p in documented - open_routes
     }
     assert normalised == {(m, p.replace("s1", "{id}")) for m, p in tested}
+
+
+NOT_FOUND = [
+    ("GET", f"/subjects/{SOME}", None),
+    ("GET", f"/certificates/{SOME}", None),
+    ("POST", f"/disclosures/{SOME}/verification-request", {"method": "m"}),
+    ("POST", f"/disclosures/{SOME}/verified", {"evidence_ref": "e"}),
+    ("POST", f"/disclosures/{SOME}/verification-failed", {"reason": "r"}),
+    ("POST", f"/disclosures/{SOME}/refusal", {"ground": "violates-other-law", "explanation": "x"}),
+    ("POST", f"/disclosures/{SOME}/fulfilment", None),
+    ("POST", "/disclosures", {"subject_id": SOME, "requested_format": "json"}),
+    ("POST", f"/subjects/{SOME}/stop-requests", {}),
+    ("POST", f"/subjects/{SOME}/stop-requests/s1/decision", {"accepted": True, "reason": "r"}),
+    ("POST", f"/subjects/{SOME}/erasure-request", None),
+    ("POST", f"/subjects/{SOME}/erasure", None),
+    (
+        "POST",
+        "/provisions",
+        {
+            "legal_ground": "4.3.1",
+            "recipient": {"recipient_id": "g", "name": "G", "country": "JP"},
+            "subjects": [{"subject_id": SOME}],
+            "items": ["name"],
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), NOT_FOUND)
+def test_what_does_not_exist_is_404(api: Api, method: str, path: str, body: dict[str, object] | None) -> None:
+    response = api.client.request(
+        method, path, json=body, headers={"Authorization": f"Bearer {api.tokens['admin']}"}
+    )
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+    assert api.access_records() == []
+
+
+MALFORMED = [
+    ("GET", "/subjects/123", None),
+    ("GET", "/certificates/abc", None),
+    ("GET", "/audit?since=yesterday", None),
+    ("GET", "/provisions?category=4.9", None),
+    ("GET", "/provisions?country=Japan", None),
+    ("GET", "/disclosures?state=closed", None),
+    ("POST", "/disclosures", {"email": "taro@example.jp", "requested_format": "fax"}),
+    ("POST", "/disclosures", {"requested_format": "json"}),
+    ("POST", f"/disclosures/{SOME}/verification-request", {"method": ""}),
+    ("POST", f"/disclosures/{SOME}/verified", {}),
+    ("POST", f"/disclosures/{SOME}/verification-failed", {"reason": "x" * 501}),
+    ("POST", f"/disclosures/{SOME}/refusal", {"ground": "violates-other-law"}),
+    ("POST", f"/subjects/{SOME}/stop-requests", {"request_id": "x" * 101}),
+    ("POST", f"/subjects/{SOME}/stop-requests/s1/decision", {"accepted": "perhaps", "reason": "r"}),
+    ("POST", "/subjects/not-an-id/erasure", None),
+    (
+        "POST",
+        "/provisions",
+        {
+            "legal_ground": "4.3.9",
+            "recipient": {"recipient_id": "g", "name": "G", "country": "JP"},
+            "subjects": [{"subject_id": SOME}],
+            "items": ["name"],
+        },
+    ),
+    ("POST", "/policy/revisions", {"version": "v9", "purposes": {"P9": "x"}}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), MALFORMED)
+def test_malformed_input_is_422(api: Api, method: str, path: str, body: dict[str, object] | None) -> None:
+    response = api.client.request(
+        method, path, json=body, headers={"Authorization": f"Bearer {api.tokens['admin']}"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM
