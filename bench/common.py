@@ -1,0 +1,103 @@
+"""What the benchmarks share: a fresh PostgreSQL schema, a broker, seeding, memory, the JSON line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import resource
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from consumers.contract import Contract
+from consumers.ingest import Ingest, IngestSettings
+from consumers.synthetic import Traffic
+from consumers.translate import Position, apply
+from domain.application import Ledger
+from kiroku.bootstrap import build_ledger
+from kiroku.policy_text import CHANNELS, PURPOSES
+from kiroku.settings import Settings
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def result_line(figures: dict[str, Any]) -> None:
+    """The benchmark's last line on standard output: one JSON object."""
+    print(json.dumps(figures), flush=True)
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+@contextmanager
+def fresh_ledger() -> Iterator[Ledger]:
+    """A ledger on PostgreSQL (DATABASE_URL or the local test database) in a schema of its own."""
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    schema = f"kiroku_bench_{uuid.uuid4().hex[:10]}"
+    env = {
+        "DATABASE_URL": f"{url}{'&' if '?' in url else '?'}schema={schema}",
+        "KIROKU_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "KIROKU_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    ledger = build_ledger(Settings.from_env(env))
+    try:
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        from domain.cause import Cause  # noqa: PLC0415
+
+        ledger.publish_policy(
+            version="current",
+            effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+            announced_at=datetime(2020, 1, 1, tzinfo=UTC),
+            purposes=PURPOSES,
+            channels=CHANNELS,
+            cause=Cause(actor="bench", source_system="bench", occurred_at=datetime.now(UTC)),
+        )
+        yield ledger
+    finally:
+        ledger.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def seed(ledger: Ledger, events: int, seed_value: int = 1, batch: int = 1000) -> int:
+    """Applies synthetic upstream messages in batches (no broker) until the store holds ``events`` events."""
+    contract = Contract.load()
+    traffic = Traffic(contract, seed=seed_value)
+    messages = traffic.messages(10**9)
+    offset = 0
+    started = time.monotonic()
+    while (ledger.recorder.max_notification_id() or 0) < events:
+        chunk = [next(messages) for _ in range(batch)]
+        with ledger.batch() as pending:
+            for message in chunk:
+                decoded = contract.decode(message.value)
+                apply(ledger, decoded, Position(message.topic, 0, offset), message.topic.split(".", 1)[0])
+                offset += 1
+            pending.commit()
+        say(f"  seeded {ledger.recorder.max_notification_id()} events ({time.monotonic() - started:.0f} s)")
+    return ledger.recorder.max_notification_id() or 0
+
+
+def ingest_settings(bootstrap: str) -> IngestSettings:
+    return IngestSettings(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=600,
+    )
+
+
+__all__ = ["Ingest", "fresh_ledger", "ingest_settings", "peak_rss_mb", "result_line", "say", "seed"]

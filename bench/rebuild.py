@@ -1,0 +1,55 @@
+"""``python -m bench rebuild --events N``: rebuilding every view against reading the events."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.common import fresh_ledger, result_line, say, seed
+from projections.service import Projections
+
+
+def read_all(projections: Projections, page: int) -> int:
+    """The ceiling: the same events read from the store and turned into domain events, nothing applied."""
+    ledger = projections.ledger
+    count, after = 0, 0
+    while True:
+        notifications = ledger.recorder.select_notifications(start=after + 1, limit=page)
+        for n in notifications:
+            ledger.mapper.to_domain_event(n)
+        count += len(notifications)
+        if len(notifications) < page:
+            return count
+        after = notifications[-1].id
+
+
+def run(events: int) -> dict[str, Any]:
+    with fresh_ledger() as ledger:
+        say(f"seeding at least {events} events (not timed)")
+        stored = seed(ledger, events)
+        projections = Projections(ledger, page_size=2000)
+        started = time.monotonic()
+        read = read_all(projections, 2000)
+        ceiling_rate = read / (time.monotonic() - started)
+        say(f"ceiling: {ceiling_rate:,.0f} events/s read and decoded")
+        per_view = {}
+        started = time.monotonic()
+        for name in projections.views:
+            view_started = time.monotonic()
+            projections.rebuild(name)
+            per_view[name] = round(stored / (time.monotonic() - view_started), 1)
+            say(f"  {name}: {per_view[name]:,.0f} events/s")
+        total = time.monotonic() - started
+        rate = stored / total  # every view rebuilt from all the events
+    return {
+        "bench": "rebuild",
+        "events": stored,
+        "events_per_s": round(rate, 1),
+        "ceiling_per_s": round(ceiling_rate, 1),
+        "ratio": round(rate / ceiling_rate, 3),
+        "per_view_events_per_s": per_view,
+    }
+
+
+def main(events: int) -> None:
+    result_line(run(events))
