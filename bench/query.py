@@ -52,7 +52,9 @@ def targets(ledger: Ledger, projections: Projections, messages: int, packages: i
         contract.decode(m.value).record["applicant"]["email"]
         for m in Traffic(contract, seed=1).messages(messages)
         if m.type_name.endswith("ApplicationSubmitted")
-    ][:500]
+    ]
+    # Only people the seeded part of the traffic reached.
+    people = [e for e in people if projections.subjects_by("email", e)][:500]
     subject_ids = [str(ledger.subject_id(SubjectKey.email(e))) for e in people]
     collected = projections.audit_page(limit=500, event_type="CertificateRecord.Collected")
     disclosures = []
