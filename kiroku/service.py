@@ -129,7 +129,11 @@ def run_service(settings: Settings, *, demo: bool) -> int:
     for worker in workers:
         worker.start()
     app = create_app(ledger, projections, tokens, ingest_counters=ingest.counters)
-    server = _Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="info"))
+    server = _Server(
+        uvicorn.Config(
+            app, host=settings.http_host, port=settings.http_port, log_level="info", access_log=False
+        )
+    )
     print(f"kiroku: API on http://{settings.http_host}:{settings.http_port} (OpenAPI at /docs)", flush=True)
     try:
         server.run()  # returns on SIGTERM or SIGINT

@@ -72,6 +72,14 @@ def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Pa
         assert httpx.get(f"{base}/audit", timeout=5).status_code == 401
         ledger = httpx.get(f"{base}/provisions", headers=headers, timeout=5)
         assert ledger.status_code == 200
+        lookup = httpx.get(
+            f"{base}/subjects", params={"email": "secret.person@example.jp"}, headers=headers, timeout=5
+        )
+        assert lookup.status_code == 200
+        time.sleep(0.5)
+        logged = log.read_text()
+        assert "GET /subjects 200" in logged, "requests are logged"
+        assert "secret.person" not in logged, "a looked-up e-mail address never reaches the log"
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=90)
