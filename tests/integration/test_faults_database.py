@@ -1,0 +1,98 @@
+"""Ingest when PostgreSQL fails: connections terminated mid-ingest, and the server unreachable for a while."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from consumers.contract import Contract
+from consumers.synthetic import Traffic
+from domain.application import Ledger
+from kiroku.bootstrap import build_ledger
+from kiroku.settings import Settings
+from tests.helpers import publish_policy
+from tests.integration.kafka_support import handled, publish, receipts, running, settings_for, wait_for
+from tests.integration.proxy import Proxy
+
+
+@pytest.fixture
+def proxied(postgres_url: str, postgres_schema: str) -> Iterator[tuple[Ledger, Proxy]]:
+    """A ledger whose every connection to PostgreSQL goes through a proxy the test can cut."""
+    parts = urlsplit(postgres_url)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    user = parts.username or "postgres"
+    url = f"{parts.scheme}://{user}@127.0.0.1:{proxy.port}{parts.path}?schema={postgres_schema}"
+    ledger = build_ledger(
+        Settings.from_env(
+            {
+                "DATABASE_URL": url,
+                "KIROKU_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+                "KIROKU_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
+            }
+        )
+    )
+    publish_policy(ledger)
+    yield ledger, proxy
+    ledger.close()
+    proxy.close()
+
+
+@pytest.mark.slow
+def test_connections_terminated_mid_ingest_lose_and_double_nothing(
+    kafka: str, proxied: tuple[Ledger, Proxy], postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger, proxy = proxied
+    messages = list(Traffic(Contract.load(), seed=31).messages(3000))
+    publish(kafka, messages)
+    caplog.set_level(logging.WARNING, logger="kiroku.ingest")
+    with running(ledger, settings_for(kafka)) as ingest:
+        terminated = 0
+        for threshold in (300, 1200, 2100):
+
+            def reached(goal: int = threshold) -> bool:
+                return handled(ingest.counters) >= goal
+
+            wait_for(reached, what=f"{threshold} messages")
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                for port in proxy.upstream_ports():
+                    row = admin.execute(
+                        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+                        "WHERE client_port = %s AND pid <> pg_backend_pid()",
+                        (port,),
+                    ).fetchone()
+                    terminated += row[0] if row else 0
+        wait_for(lambda: handled(ingest.counters) >= len(messages), timeout=300, what="every message")
+    assert terminated >= 3, "connections were terminated mid-ingest"
+    recorded = receipts(ledger)
+    assert len(recorded) == len(set(recorded)) == len(messages)
+    assert ingest.counters.dead_letters == 0
+
+
+@pytest.mark.slow
+def test_postgres_unreachable_for_a_while_the_consumer_waits_says_so_and_catches_up(
+    kafka: str, proxied: tuple[Ledger, Proxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger, proxy = proxied
+    messages = list(Traffic(Contract.load(), seed=32).messages(2000))
+    publish(kafka, messages)
+    caplog.set_level(logging.WARNING, logger="kiroku.ingest")
+    with running(ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= 200, what="the first messages")
+        proxy.cut()
+        time.sleep(8)
+        during = handled(ingest.counters)
+        time.sleep(2)
+        assert handled(ingest.counters) == during, "nothing is recorded while the database is away"
+        proxy.restore()
+        wait_for(lambda: handled(ingest.counters) >= len(messages), timeout=300, what="the catch-up")
+    waiting = [r.getMessage() for r in caplog.records if "waiting for the event store" in r.getMessage()]
+    assert waiting, "the consumer says what it is waiting for"
+    recorded = receipts(ledger)
+    assert len(recorded) == len(set(recorded)) == len(messages)
