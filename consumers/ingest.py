@@ -192,18 +192,35 @@ class Ingest:
         return consumer, producer
 
     def run(self) -> IngestCounters:
-        """The loop. Returns when :meth:`stop` was called, after leaving the group."""
+        """The loop. Returns when :meth:`stop` was called, after leaving the group.
+
+        When the broker goes away the loop waits with backoff and says so; after a few
+        failed polls in a row it reconnects from scratch. Positions come from the
+        event store, so a reconnect loses and repeats nothing.
+        """
         backoff = _Backoff(self.settings.max_backoff_s, self.stop_event)
-        while not self.stop_event.is_set():
-            try:
-                self._consumer, self._producer = self._connect()
-                backoff.reset()
-                break
-            except KafkaError as exc:
-                backoff.wait(f"the broker at {self.settings.bootstrap_servers} ({type(exc).__name__})")
+        failures = 0
         try:
-            while not self.stop_event.is_set() and self._consumer is not None:
-                self.poll_once()
+            while not self.stop_event.is_set():
+                if self._consumer is None:
+                    try:
+                        self._consumer, self._producer = self._connect()
+                    except KafkaError as exc:
+                        backoff.wait(f"the broker at {self.settings.bootstrap_servers}", exc)
+                        continue
+                try:
+                    self.poll_once()
+                    failures = 0
+                    backoff.reset()
+                except KafkaError as exc:
+                    failures += 1
+                    backoff.wait(f"the broker at {self.settings.bootstrap_servers}", exc)
+                    if failures >= 3:
+                        log.warning("reconnecting to the broker after %s failed polls", failures)
+                        self.close()
+                        self.to_position.clear()
+                        self.next_offset.clear()
+                        failures = 0
         finally:
             self.close()
         return self.counters
@@ -216,7 +233,10 @@ class Ingest:
                 log.warning("could not leave the consumer group cleanly: %s", type(exc).__name__)
             self._consumer = None
         if self._producer is not None:
-            self._producer.close(timeout=10)
+            try:
+                self._producer.close(timeout=10)
+            except KafkaError as exc:
+                log.warning("could not close the dead-letter producer cleanly: %s", type(exc).__name__)
             self._producer = None
 
     # The work ------------------------------------------------------------------

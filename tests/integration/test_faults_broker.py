@@ -1,0 +1,59 @@
+"""Ingest when the broker fails: unreachable at start, and gone for a while mid-run."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from consumers.contract import Contract
+from consumers.ingest import Ingest
+from consumers.synthetic import Traffic
+from consumers.topics import create_topics
+from domain.application import Ledger
+from kiroku.broker import TansuBroker, free_port
+from tests.integration.kafka_support import handled, publish, receipts, settings_for, wait_for
+from tests.integration.proxy import Proxy
+
+
+@pytest.fixture
+def broker_behind_proxy() -> Iterator[tuple[str, Proxy]]:
+    """Tansu, advertising a proxy's address, so every client connection goes through the proxy."""
+    proxy_port = free_port()
+    broker = TansuBroker(advertised_port=proxy_port)
+    proxy = Proxy("127.0.0.1", broker.port, listen_port=proxy_port)
+    broker.start()
+    create_topics(broker.bootstrap_servers)
+    yield broker.bootstrap_servers, proxy
+    proxy.close()
+    broker.stop()
+
+
+@pytest.mark.slow
+def test_the_broker_unreachable_at_start_then_gone_mid_run(
+    broker_behind_proxy: tuple[str, Proxy], pg_ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap, proxy = broker_behind_proxy
+    messages = list(Traffic(Contract.load(), seed=41).messages(2000))
+    publish(bootstrap, messages)
+    caplog.set_level(logging.WARNING)
+    proxy.cut()  # unreachable when the consumer starts
+    ingest = Ingest(pg_ledger, settings_for(bootstrap))
+    worker = threading.Thread(target=ingest.run, daemon=True)
+    worker.start()
+    try:
+        time.sleep(5)
+        assert handled(ingest.counters) == 0
+        proxy.restore()
+        wait_for(lambda: handled(ingest.counters) >= 300, what="ingest after the broker came back")
+        proxy.outage(6)  # gone for a while mid-run
+        wait_for(lambda: handled(ingest.counters) >= len(messages), timeout=300, what="the rest")
+    finally:
+        ingest.stop()
+        worker.join(60)
+    assert not worker.is_alive()
+    recorded = receipts(pg_ledger)
+    assert len(recorded) == len(set(recorded)) == len(messages)
