@@ -9,6 +9,7 @@ subjects each event concerns, by pseudonymous id only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -120,13 +121,24 @@ class AuditTrail(View):
         Table("policy", [("version", "text"), ("effective_from", "text")], ["version"]),
     )
 
+    def __init__(self) -> None:
+        self._policy: list[dict[str, Any]] | None = None
+
+    def prepare(self, page: Sequence[Notified]) -> None:  # noqa: ARG002 - the page needs nothing read ahead
+        self._policy = None  # read again in each page's transaction
+
+    def _policy_rows(self, rows: Writer) -> list[dict[str, Any]]:
+        if self._policy is None:
+            self._policy = rows.select("policy", {})
+        return self._policy
+
     def _policy_version(self, notified: Notified, occurred_at: str | None, rows: Writer) -> str | None:
         event = notified.event
         if hasattr(event, "policy_version"):
             return str(event.policy_version)
         if occurred_at is None:
             return None
-        in_force = [r for r in rows.select("policy", {}) if r["effective_from"] <= occurred_at]
+        in_force = [r for r in self._policy_rows(rows) if r["effective_from"] <= occurred_at]
         return max(in_force, key=lambda r: r["effective_from"])["version"] if in_force else None
 
     def apply(self, notified: Notified, rows: Writer) -> None:
