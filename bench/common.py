@@ -22,7 +22,7 @@ from consumers.synthetic import Traffic
 from consumers.translate import Position, apply
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
-from kiroku.policy_text import CHANNELS, PURPOSES
+from kiroku.policy_text import publish_current_policy
 from kiroku.settings import Settings
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -53,18 +53,7 @@ def fresh_ledger() -> Iterator[Ledger]:
     }
     ledger = build_ledger(Settings.from_env(env))
     try:
-        from datetime import UTC, datetime  # noqa: PLC0415
-
-        from domain.cause import Cause  # noqa: PLC0415
-
-        ledger.publish_policy(
-            version="current",
-            effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-            announced_at=datetime(2020, 1, 1, tzinfo=UTC),
-            purposes=PURPOSES,
-            channels=CHANNELS,
-            cause=Cause(actor="bench", source_system="bench", occurred_at=datetime.now(UTC)),
-        )
+        publish_current_policy(ledger, actor="bench")
         yield ledger
     finally:
         ledger.close()

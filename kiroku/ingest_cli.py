@@ -19,11 +19,10 @@ from consumers.contract import Contract
 from consumers.ingest import Ingest, IngestSettings
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
-from domain.cause import Cause
 from domain.errors import DomainError
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
-from kiroku.policy_text import CHANNELS, PURPOSES
+from kiroku.policy_text import publish_current_policy
 from kiroku.settings import Settings, SettingsError
 
 log = logging.getLogger("kiroku")
@@ -159,13 +158,8 @@ def policy_init(args: argparse.Namespace) -> int:
             print("a policy is already published: " + ", ".join(v.version for v in ledger.policy_versions()))
             return 0
         effective = datetime.fromisoformat(args.effective_from).replace(tzinfo=UTC)
-        result = ledger.publish_policy(
-            version=args.version,
-            effective_from=effective,
-            announced_at=effective,
-            purposes=PURPOSES,
-            channels=CHANNELS,
-            cause=Cause(actor=args.actor, source_system="kiroku-cli", occurred_at=datetime.now(UTC)),
+        result = publish_current_policy(
+            ledger, actor=args.actor, version=args.version, effective_from=effective
         )
     except DomainError as exc:
         print(f"kiroku: refused: {exc}", file=sys.stderr)

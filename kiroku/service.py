@@ -29,10 +29,9 @@ from consumers.contract import Contract
 from consumers.ingest import Ingest, IngestSettings
 from consumers.synthetic import Traffic
 from consumers.topics import create_topics
-from domain.cause import Cause
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
-from kiroku.policy_text import CHANNELS, PURPOSES
+from kiroku.policy_text import publish_current_policy
 from kiroku.settings import Settings
 from projections.service import Projections
 
@@ -95,14 +94,7 @@ def run_service(settings: Settings, *, demo: bool) -> int:
     create_topics(bootstrap)
     ledger = build_ledger(settings)
     if demo and not ledger.policy_versions():
-        ledger.publish_policy(
-            version="current",
-            effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-            announced_at=datetime(2020, 1, 1, tzinfo=UTC),
-            purposes=PURPOSES,
-            channels=CHANNELS,
-            cause=Cause(actor="kiroku-demo", source_system="kiroku-cli", occurred_at=datetime.now(UTC)),
-        )
+        publish_current_policy(ledger, actor="kiroku-demo")
     if not ledger.policy_versions():
         log.warning(
             "no policy version is published: every collection will be refused (§12); see `kiroku policy init`"
