@@ -226,9 +226,7 @@ class Projections:
             ],
             "records": sorted(r["record_id"] for r in self.rows("subjects", "records", where)),
             "holds": [h for h in self.rows("subjects", "holds", where) if h["until"] > now],
-            "open_requests": [
-                r for r in self.requests(at, open_only=True) if r["subject_id"] == str(subject_id)
-            ],
+            "open_requests": self.requests(at, open_only=True, subject_id=subject_id),
         }
 
     def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
@@ -242,11 +240,14 @@ class Projections:
         row["recipients"] = self.rows("certificates", "recipients", {"record_id": str(record_id)})
         return row
 
-    def requests(self, at: datetime, *, open_only: bool = False) -> list[dict[str, Any]]:
-        """Disclosure, stop and erasure requests, each with ``overdue`` as of ``at``."""
+    def requests(
+        self, at: datetime, *, open_only: bool = False, subject_id: UUID | None = None
+    ) -> list[dict[str, Any]]:
+        """Disclosure, stop and erasure requests (of one subject, if given), with ``overdue`` as of ``at``."""
         now = utc_text(at)
         result = []
-        for row in self.rows("requests", "requests"):
+        where = {"subject_id": str(subject_id)} if subject_id is not None else {}
+        for row in self.rows("requests", "requests", where):
             is_open = row["closed_at"] is None
             if open_only and not is_open:
                 continue
