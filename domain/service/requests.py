@@ -248,12 +248,11 @@ class RequestCommands(LedgerBase):
         """An aggregate at the last version recorded at or before ``moment``."""
         if moment.tzinfo is None:
             raise InvalidCommand("a moment needs a time zone")
-        version = None
+        # The events read once are applied directly, rather than read again by the repository.
+        aggregate: Any = None
         for event in self.events.get(aggregate_id):
             if getattr(event, "timestamp", moment) > moment:
                 break
-            version = event.originator_version
-        if version is None:
-            return None
-        aggregate: object = self.repository.get(aggregate_id, version=version)
-        return aggregate
+            aggregate = event.mutate(aggregate)  # type: ignore[attr-defined]
+        found: object | None = aggregate
+        return found
