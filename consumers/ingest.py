@@ -36,7 +36,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
-from consumers.translate import Position, apply
+from consumers.translate import Position, apply, reads
 from domain.application import Ledger
 from domain.errors import DomainError
 
@@ -353,12 +353,11 @@ class Ingest:
                 dead.append(DeadLetter(record, exc))
         recorded = duplicates = 0
         with self.ledger.batch() as batch:
-            # One query says which upstream events were applied before.
-            self.ledger.expect_upstream_events(
-                [
-                    (m.record["envelope"]["source_system"], str(m.record["envelope"]["event_id"]))
-                    for _, m in decoded
-                ]
+            # One query reads what the batch's commands will read (receipts, records,
+            # accounts, subjects), and one step gets the subjects' sealing keys ready.
+            hints = [reads(self.ledger, m) for _, m in decoded]
+            self.ledger.prefetch(
+                (i for h in hints for i in h.aggregates), subject_ids=(i for h in hints for i in h.subjects)
             )
             for record, message in decoded:
                 try:

@@ -66,6 +66,13 @@ class KeyRing(Protocol):
     def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
         """Returns existing keys; ``None`` for a destroyed (or never created) key."""
 
+    def prepare(self, pairs: Iterable[tuple[UUID, int]]) -> None:
+        """Gets keys for sealing ready in one step, creating missing ones; never recreates a destroyed key.
+
+        Only saves round trips: :meth:`key_for` still decides, and still raises
+        for a destroyed key.
+        """
+
 
 def _aad(subject_id: UUID, generation: int, kind: str) -> bytes:
     return subject_id.bytes + generation.to_bytes(4, "big") + kind.encode()

@@ -15,7 +15,6 @@ position) when one is given. A refused command leaves nothing in the batch.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import hmac
@@ -23,20 +22,26 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    project_aggregate,
+)
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     JSONTranscoder,
     ProcessRecorder,
+    StoredEvent,
     Tracking,
 )
 
@@ -52,7 +57,8 @@ from domain.transcodings import register_kiroku_transcodings
 _MAX_ATTEMPTS = 12
 
 A = TypeVar("A", bound=Aggregate)
-Work = Callable[[], tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]]
+WorkDone = tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]
+Work = Callable[[], WorkDone]
 
 
 class ConcurrencyConflict(DomainError):
@@ -92,6 +98,15 @@ class HasExistingIds(Protocol):
     def existing_ids(self, ids: Sequence[UUID]) -> set[UUID]: ...
 
 
+@runtime_checkable
+class HasEventsOf(Protocol):
+    """A recorder that reads the events of many aggregates in one query (kiroku's recorders can)."""
+
+    def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of these aggregates, ordered by aggregate and version."""
+        ...
+
+
 class Batch:
     """Events of several commands, to be saved in one transaction."""
 
@@ -103,7 +118,9 @@ class Batch:
         self.results: list[CommandResult] = []
         # Aggregates as read from the store during this batch (None: not there).
         # Concurrent writers are caught when the batch commits (version conflicts).
-        self.read: dict[UUID, object | None] = {}
+        self.read: dict[UUID, Aggregate | None] = {}
+        # Aggregates the running command loaded: rolled back if it is refused.
+        self.touched: dict[UUID, Aggregate] = {}
 
     def add(self, aggregates: Sequence[Aggregate], save_kwargs: Mapping[str, Sequence[Any]]) -> None:
         for aggregate in aggregates:
@@ -184,37 +201,89 @@ class LedgerBase(Application[UUID]):
 
     # Loading ----------------------------------------------------------------
 
-    def _load(self, aggregate_id: UUID) -> object | None:
+    def _load(self, aggregate_id: UUID) -> Aggregate | None:
         batch = self._batch
-        if batch is not None:
-            # Copies, so a command refused half-way leaves the batch's state untouched.
-            if aggregate_id in batch.aggregates:
-                return copy.deepcopy(batch.aggregates[aggregate_id])
-            if aggregate_id in batch.read:
-                return copy.deepcopy(batch.read[aggregate_id])
-        try:
-            aggregate: object | None = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            aggregate = None
-        if batch is not None:
-            batch.read[aggregate_id] = aggregate
-            return copy.deepcopy(aggregate)
+        if batch is None:
+            return self._read(aggregate_id)
+        aggregate: Aggregate | None
+        if aggregate_id in batch.aggregates:
+            aggregate = batch.aggregates[aggregate_id]
+        elif aggregate_id in batch.read:
+            aggregate = batch.read[aggregate_id]
+        else:
+            aggregate = batch.read[aggregate_id] = self._read(aggregate_id)
+        if aggregate is not None:
+            # Not copied: if the command is refused, what it changed is rolled back.
+            batch.touched[aggregate_id] = aggregate
         return aggregate
 
-    def expect_upstream_events(self, events: Sequence[tuple[str, str]]) -> None:
-        """Looks up, in one query, which of these (source system, event id) were applied before.
+    def _read(self, aggregate_id: UUID) -> Aggregate | None:
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate
 
-        Inside a batch, the commands for the others then skip their receipt look-up.
+    def prefetch(self, aggregate_ids: Iterable[UUID], *, subject_ids: Iterable[UUID] = ()) -> None:
+        """Inside a batch, reads these aggregates in one query instead of one query each.
+
+        Ids with no events are remembered as absent, so commands that create
+        them ask the store nothing. ``subject_ids`` (data subjects, among the
+        ids or not) also get their sealing keys made ready in one step. An id
+        left out is still read when a command asks for it: this only saves
+        round trips.
         """
         batch = self._batch
-        if batch is None or not events:
+        if batch is None:
             return
-        ids = [receipt_id(source, event_id) for source, event_id in events]
+        wanted = [
+            i for i in dict.fromkeys(aggregate_ids) if i not in batch.read and i not in batch.aggregates
+        ]
         recorder = self.recorder
-        existing = recorder.existing_ids(ids) if isinstance(recorder, HasExistingIds) else set(ids)
-        for rid in ids:
-            if rid not in existing:
-                batch.read.setdefault(rid, None)
+        if wanted and isinstance(recorder, HasEventsOf):
+            by_id: dict[UUID, list[Any]] = {}
+            for stored in recorder.events_of(wanted):
+                by_id.setdefault(UUID(str(stored.originator_id)), []).append(stored)
+            for aggregate_id in wanted:
+                stored_events = by_id.get(aggregate_id)
+                batch.read[aggregate_id] = (
+                    project_aggregate(None, map(self.mapper.to_domain_event, stored_events))
+                    if stored_events
+                    else None
+                )
+        pairs = []
+        for subject_id in dict.fromkeys(subject_ids):
+            known = batch.aggregates.get(subject_id, batch.read.get(subject_id))
+            pairs.append((subject_id, known.key_generation if isinstance(known, DataSubject) else 1))
+        if pairs:
+            self.keyring.prepare(pairs)
+
+    def expect_upstream_events(self, events: Sequence[tuple[str, str]]) -> None:
+        """Reads, in one query, the receipts of these (source system, event id) pairs.
+
+        Inside a batch, the commands for them then skip their receipt look-up.
+        """
+        self.prefetch(receipt_id(source, event_id) for source, event_id in events)
+
+    def _roll_back(self, batch: Batch, keep: Iterable[Aggregate] = ()) -> None:
+        """Undoes what a command changed and did not save: its aggregates as the batch had them.
+
+        Rare (a refusal), so it simply reads the aggregate again and applies
+        the batch's events for it.
+        """
+        kept = {id(a) for a in keep}
+        for aggregate_id, aggregate in batch.touched.items():
+            if id(aggregate) in kept or not getattr(aggregate, "pending_events", None):
+                continue
+            restored = self._read(aggregate_id)
+            batch.read[aggregate_id] = restored
+            mine = [e for e in batch.events if e.originator_id == aggregate_id]
+            replayed = project_aggregate(restored, mine) if mine else None
+            if replayed is not None:
+                batch.aggregates[aggregate_id] = replayed
+            else:
+                batch.aggregates.pop(aggregate_id, None)
+        batch.touched.clear()
 
     def _get(self, cls: type[A], aggregate_id: UUID, what: str) -> A:
         aggregate = self._load(aggregate_id)
@@ -250,8 +319,9 @@ class LedgerBase(Application[UUID]):
             duplicate = self._check_receipt(cause, command, fingerprint)
             if duplicate is not None:
                 return duplicate
+            batch = self._batch
             try:
-                aggregates, result_id, save_kwargs = work()
+                aggregates, result_id, save_kwargs = self._work(batch, work)
             except DomainError:
                 # A concurrent delivery of this same upstream event may have been
                 # recorded since the check above; then this one is a duplicate.
@@ -271,8 +341,9 @@ class LedgerBase(Application[UUID]):
                         cause=cause,
                     )
                 )
-            batch = self._batch
             if batch is not None:
+                # Whatever the command changed but does not save is undone.
+                self._roll_back(batch, keep=to_save)
                 batch.add(to_save, save_kwargs)
                 result = CommandResult(result_id, None)
                 batch.results.append(result)
@@ -292,6 +363,17 @@ class LedgerBase(Application[UUID]):
             position = max((r.notification.id for r in recordings), default=None)
             return CommandResult(result_id, position)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _work(self, batch: Batch | None, work: Work) -> WorkDone:
+        """Runs ``work``; inside a batch, a refusal (or any error) undoes what it changed."""
+        if batch is None:
+            return work()
+        batch.touched.clear()
+        try:
+            return work()
+        except BaseException:
+            self._roll_back(batch)
+            raise
 
     def _check_receipt(self, cause: Cause, command: str, fingerprint: str) -> CommandResult | None:
         if not cause.upstream_event_id:

@@ -23,6 +23,11 @@ from domain.subject import DataSubject
 class ProvisionCommands(LedgerBase):
     """Recording provisions, and stop requests and their decisions."""
 
+    @staticmethod
+    def provision_id_for(source_system: str, upstream_event_id: str) -> UUID:
+        """The id of the provision an upstream event records."""
+        return deterministic_id("provision", source_system, upstream_event_id)
+
     def provision(self, provision_id: UUID) -> Provision:
         return self._get(Provision, provision_id, "provision")
 
@@ -72,7 +77,7 @@ class ProvisionCommands(LedgerBase):
     ) -> tuple[Provision, list[Aggregate]]:
         """A provision and every aggregate it changed; ``record`` is the one it concerns, if any."""
         provision_id = (
-            deterministic_id("provision", cause.source_system, cause.upstream_event_id)
+            self.provision_id_for(cause.source_system, cause.upstream_event_id)
             if cause.upstream_event_id
             else uuid4()
         )

@@ -80,6 +80,12 @@ class _KeyTable(ABC):
         """Inserts ``wrapped`` unless a row exists; returns the row's wrapped key (None if destroyed)."""
 
     @abstractmethod
+    def _fetch_or_insert_many(
+        self, candidates: list[tuple[UUID, int, bytes]]
+    ) -> list[tuple[UUID, int, bytes | None]]:
+        """Inserts each candidate unless its row exists; returns the rows of these pairs."""
+
+    @abstractmethod
     def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
         """Every (subject, generation, wrapped key) row of these subjects."""
 
@@ -100,6 +106,24 @@ class _KeyTable(ABC):
             while len(self._sealing) > _SEALING_CACHE:
                 self._sealing.popitem(last=False)
         return key
+
+    def prepare(self, pairs: Iterable[tuple[UUID, int]]) -> None:
+        with self._sealing_lock:
+            missing = sorted({p for p in pairs if p not in self._sealing}, key=lambda p: (str(p[0]), p[1]))
+        if not missing:
+            return
+        candidates = [(s, g, self.wrapper.wrap(s, g, AESGCM.generate_key(256))) for s, g in missing]
+        rows = self._fetch_or_insert_many(candidates)
+        ready = {
+            (s, g): self.wrapper.unwrap(s, g, wrapped) for s, g, wrapped in rows if wrapped is not None
+        }
+        with self._sealing_lock:
+            for pair in missing:
+                key = ready.get(pair)
+                if key is not None:  # a destroyed key stays destroyed; key_for says so
+                    self._sealing[pair] = key
+            while len(self._sealing) > _SEALING_CACHE:
+                self._sealing.popitem(last=False)
 
     def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
         wanted = set(pairs)
@@ -129,6 +153,11 @@ class PostgresKeyRing(_KeyTable):
         self._select_many = SQL(
             "SELECT subject_id, generation, wrapped_key FROM {t} WHERE subject_id = ANY(%s)"
         ).format(t=table)
+        self._select_pairs = SQL(
+            "SELECT k.subject_id, k.generation, k.wrapped_key FROM {t} k "
+            "JOIN unnest(%s::uuid[], %s::integer[]) AS w(subject_id, generation) "
+            "USING (subject_id, generation)"
+        ).format(t=table)
 
     def _fetch_or_insert(self, subject_id: UUID, generation: int, wrapped: bytes) -> bytes | None:
         with self.datastore.transaction(commit=True) as curs:
@@ -138,6 +167,19 @@ class PostgresKeyRing(_KeyTable):
             row = curs.fetchone()
         assert row is not None
         return None if row["wrapped_key"] is None else bytes(row["wrapped_key"])
+
+    def _fetch_or_insert_many(
+        self, candidates: list[tuple[UUID, int, bytes]]
+    ) -> list[tuple[UUID, int, bytes | None]]:
+        with self.datastore.transaction(commit=True) as curs:
+            # In a stable order, so two writers preparing overlapping keys cannot deadlock.
+            curs.executemany(self._insert, candidates)
+            curs.execute(self._select_pairs, ([c[0] for c in candidates], [c[1] for c in candidates]))
+            rows = curs.fetchall()
+        return [
+            (r["subject_id"], r["generation"], None if r["wrapped_key"] is None else bytes(r["wrapped_key"]))
+            for r in rows
+        ]
 
     def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
         with self.datastore.transaction(commit=False) as curs:
@@ -170,6 +212,26 @@ class SQLiteKeyRing(_KeyTable):
             row = c.fetchone()
         assert row is not None
         return None if row["wrapped_key"] is None else bytes(row["wrapped_key"])
+
+    def _fetch_or_insert_many(
+        self, candidates: list[tuple[UUID, int, bytes]]
+    ) -> list[tuple[UUID, int, bytes | None]]:
+        rows: list[tuple[UUID, int, bytes | None]] = []
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany(
+                f"INSERT INTO {KEYS_TABLE} (subject_id, generation, wrapped_key) VALUES (?, ?, ?) "
+                "ON CONFLICT (subject_id, generation) DO NOTHING",
+                [(s.hex, g, w) for s, g, w in candidates],
+            )
+            for subject_id, generation, _ in candidates:
+                c.execute(
+                    f"SELECT wrapped_key FROM {KEYS_TABLE} WHERE subject_id = ? AND generation = ?",
+                    (subject_id.hex, generation),
+                )
+                row = c.fetchone()
+                wrapped = None if row is None or row["wrapped_key"] is None else bytes(row["wrapped_key"])
+                rows.append((subject_id, generation, wrapped))
+        return rows
 
     def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
         marks = ",".join("?" * len(subject_ids))

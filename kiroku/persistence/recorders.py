@@ -52,6 +52,10 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                 "PRIMARY KEY (subject_id, generation))"
             ).format(table=table)
         )
+        self._events_of_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {table} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(table=Identifier(self.datastore.schema, self.events_table_name))
         self.shred_statement = SQL(
             "INSERT INTO {table} (subject_id, generation, wrapped_key, destroyed_at) "
             "VALUES (%s, %s, NULL, now()) "
@@ -69,6 +73,22 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(statement, (list(ids),))
             return {row["originator_id"] for row in curs.fetchall()}
+
+    def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of these aggregates in one query, ordered by aggregate and version."""
+        if not ids:
+            return []
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(self._events_of_statement, (list(ids),), prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -118,6 +138,30 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
                 )
                 found.update(UUID(row["originator_id"]) for row in c.fetchall())
         return found
+
+    def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of these aggregates, ordered by aggregate and version."""
+        events: list[StoredEvent] = []
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), 500):
+                chunk = [i.hex for i in ids[start : start + 500]]
+                marks = ",".join("?" * len(chunk))
+                c.execute(
+                    "SELECT originator_id, originator_version, topic, state "
+                    f"FROM {self.events_table_name} WHERE originator_id IN ({marks}) "
+                    "ORDER BY originator_id, originator_version",
+                    chunk,
+                )
+                events.extend(
+                    StoredEvent(
+                        originator_id=UUID(row["originator_id"]),
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=bytes(row["state"]),
+                    )
+                    for row in c.fetchall()
+                )
+        return events
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -186,6 +186,31 @@ def test_a_refused_command_leaves_nothing_in_the_batch(ledger: Ledger) -> None:
     assert ledger.data_subject(alice).provision_stopped
 
 
+def test_a_command_refused_half_way_in_a_batch_leaves_the_aggregates_as_before(ledger: Ledger) -> None:
+    """Bob's note is made, then Alice's is refused (§11): Bob's must not reach a later command."""
+    publish_policy(ledger)
+    register(ledger, contacts=(ALICE, BOB))
+    alice, bob = SubjectKey.email(ALICE), SubjectKey.email(BOB)
+    ledger.request_stop(alice, request_id="s1", cause=cause())
+    ledger.decide_stop(alice, request_id="s1", accepted=True, reason="asked", cause=cause())
+    operator = Recipient("op", "Operator", "JP")
+    with ledger.batch() as batch:
+        ledger.prefetch([ledger.subject_id(bob), ledger.subject_id(alice)])
+        with pytest.raises(PolicyViolation):
+            ledger.record_provision(
+                category="4.1",
+                recipient=operator,
+                items=[ProvidedItemInput("email", bob), ProvidedItemInput("email", alice)],
+                cause=cause(),
+            )
+        kept = ledger.record_provision(
+            category="4.1", recipient=operator, items=[ProvidedItemInput("email", bob)], cause=cause()
+        )
+        batch.commit()
+    assert [p for p, _, _ in ledger.data_subject(bob).provisions] == [kept.id]
+    assert ledger.data_subject(alice).provisions == []
+
+
 def test_the_same_upstream_event_twice_in_a_batch_is_applied_once(ledger: Ledger) -> None:
     publish_policy(ledger)
     upstream = fresh_upstream_id()

@@ -27,6 +27,10 @@ class InMemoryKeyRing:
     def keys_for(self, pairs: Iterable[tuple[UUID, int]]) -> Mapping[tuple[UUID, int], bytes | None]:
         return {pair: self.keys.get(pair) for pair in pairs}
 
+    def prepare(self, pairs: Iterable[tuple[UUID, int]]) -> None:
+        for pair in pairs:
+            self.keys.setdefault(pair, os.urandom(32))
+
 
 def test_a_sealed_value_opens_to_itself_and_hides_it() -> None:
     cipher = PersonalDataCipher(InMemoryKeyRing())
