@@ -8,6 +8,7 @@ while the id alone reveals nothing about the person to anyone without the key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -89,4 +90,10 @@ def deterministic_id(*parts: str) -> UUID:
     for part in parts:
         if not isinstance(part, str) or not part:
             raise InvalidCommand("an id part must be a non-empty string")
-    return uuid5(KIROKU_NAMESPACE, "\x00".join(parts))
+    return _uuid5("\x00".join(parts))
+
+
+@functools.lru_cache(maxsize=65536)
+def _uuid5(name: str) -> UUID:
+    # The same ids come up again and again in a batch (its records, accounts, receipts).
+    return uuid5(KIROKU_NAMESPACE, name)

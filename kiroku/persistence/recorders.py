@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
@@ -52,6 +53,13 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                 "PRIMARY KEY (subject_id, generation))"
             ).format(table=table)
         )
+        events_table = Identifier(self.datastore.schema, self.events_table_name)
+        self._copy_events_statement = SQL(
+            "COPY {table} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
+        ).format(table=events_table)
+        self._ids_after_statement = SQL(
+            "SELECT notification_id FROM {table} WHERE notification_id > %s ORDER BY notification_id"
+        ).format(table=events_table)
         self._events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
@@ -89,6 +97,40 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                 )
                 for row in curs.fetchall()
             ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Saves events (with the tracking record and any key to shred) in one transaction.
+
+        Unlike the library's insert this sends no pipeline (psycopg's pipeline
+        can hang on a statement of several megabytes: psycopg/psycopg#685) and
+        writes the events with a binary ``COPY`` instead of an array of
+        composite values that psycopg builds in Python. The table is locked
+        first, as the library does, so notification ids follow commit order;
+        the ids this transaction got are read back in the events' order.
+        """
+        ids: list[int] = []
+        with self.datastore.transaction(commit=True) as curs:
+            self._insert_events(curs, stored_events, **kwargs)
+            if stored_events:
+                self._lock_table(curs)
+                self._notify_channel(curs)
+                curs.execute(self.max_notification_id_statement)
+                row = curs.fetchone()
+                before = (row["max"] if row else None) or 0
+                with curs.copy(self._copy_events_statement) as copy:
+                    copy.set_types(["uuid", "int8", "text", "bytea"])
+                    for event in stored_events:
+                        copy.write_row(
+                            (event.originator_id, event.originator_version, event.topic, event.state)
+                        )
+                curs.execute(self._ids_after_statement, (before,))
+                ids = [r["notification_id"] for r in curs.fetchall()]
+                if len(ids) != len(stored_events):
+                    raise ProgrammingError(
+                        f"expected {len(stored_events)} notification ids, the table gave {len(ids)}"
+                    )
+        return ids
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

@@ -1,0 +1,64 @@
+"""The canonical form behind upstream-event fingerprints must not drift.
+
+Receipts store a keyed hash of this form; if it changed, a redelivered message
+would no longer match its receipt and would be refused as a conflict. The
+expected text was produced by the form's first implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from uuid import UUID
+
+from domain.certificate import CertificateIdentity
+from domain.codes import Channel
+from domain.commands import PersonalItemInput, ProvidedItemInput
+from domain.identity import SubjectKey
+from domain.provision import CtSubmission, Recipient
+from domain.service.base import _canonical
+
+
+def _form(args: object) -> str:
+    return json.dumps(["cmd", _canonical(args)], sort_keys=True, ensure_ascii=False)
+
+
+def test_a_collection_keeps_its_canonical_form() -> None:
+    args = [
+        "rec-1",
+        "C1",
+        ["P1", "P2"],
+        CertificateIdentity("a.example", ["b.example"], "OV", "01"),
+        {"name": "Org"},
+        [PersonalItemInput(SubjectKey.email("a@b.jp"), "name", "山田")],
+        None,
+        [datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)],
+    ]
+    assert _form(args) == (
+        '["cmd", ["rec-1", "C1", ["P1", "P2"], {"__type__": "CertificateIdentity", '
+        '"common_name": "a.example", "sans": ["b.example"], "serial": "01", "validation": "OV"}, '
+        '{"name": "Org"}, [{"__type__": "PersonalItemInput", "kind": "name", '
+        '"subject": {"kind": "email", "value": "a@b.jp"}, "value": "山田"}], null, '
+        '["2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"]]]'
+    )
+
+
+def test_a_provision_keeps_its_canonical_form() -> None:
+    args = [
+        "4.4",
+        Recipient("op", "Op", "JP"),
+        [ProvidedItemInput("email", SubjectKey.email("x@y.jp")), ProvidedItemInput("common_name")],
+        UUID(int=5),
+        None,
+        CtSubmission("log", datetime(2026, 1, 1, tzinfo=UTC)),
+        Channel.ACME,
+        frozenset({"b", "a"}),
+        (1, 2.5, True),
+    ]
+    assert _form(args) == (
+        '["cmd", ["4.4", {"__type__": "Recipient", "country": "JP", "name": "Op", "recipient_id": "op"}, '
+        '[{"__type__": "ProvidedItemInput", "item": "email", "subject": {"kind": "email", "value": '
+        '"x@y.jp"}}, {"__type__": "ProvidedItemInput", "item": "common_name", "subject": null}], '
+        '"00000000-0000-0000-0000-000000000005", null, {"__type__": "CtSubmission", "log_id": "log", '
+        '"logged_at": "2026-01-01T00:00:00+00:00"}, "C2", ["a", "b"], [1, 2.5, true]]]'
+    )
