@@ -116,6 +116,10 @@ class PersonalDataCipher:
     def open(self, sealed: Sealed) -> Revealed:
         return self.open_many([sealed])[0]
 
+    def open_with(self, sealed: Sealed, key: bytes | None) -> Revealed:
+        """Opens a value with a key the caller read (``None``: destroyed, so erased)."""
+        return self._open(sealed, key)
+
     @staticmethod
     def _open(sealed: Sealed, key: bytes | None) -> Revealed:
         if key is None:

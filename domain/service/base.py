@@ -32,7 +32,6 @@ from uuid import UUID
 from eventsourcing.application import (
     AggregateNotFoundError,
     Application,
-    ProcessingEvent,
     project_aggregate,
 )
 from eventsourcing.domain import Aggregate, CanMutateAggregate
@@ -49,7 +48,7 @@ from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
 from domain.identity import SubjectKey, blind_index, normalise_email, subject_id_for
-from domain.personal import KeyRing, PersonalDataCipher, Sealed
+from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.subject import DataSubject
 from domain.transcodings import register_kiroku_transcodings
@@ -149,6 +148,10 @@ class Batch:
         self.read: dict[UUID, Aggregate | None] = {}
         # Aggregates the running command loaded: rolled back if it is refused.
         self.touched: dict[UUID, Aggregate] = {}
+        # Subject ids of natural keys, and keys to open values with, for this batch only:
+        # neither outlives it, so a key destroyed meanwhile stops the next batch's readers.
+        self.subject_ids: dict[SubjectKey, UUID] = {}
+        self.opening_keys: dict[tuple[UUID, int], bytes | None] = {}
 
     def add(self, aggregates: Sequence[Aggregate], save_kwargs: Mapping[str, Sequence[Any]]) -> None:
         for aggregate in aggregates:
@@ -164,14 +167,13 @@ class Batch:
         of the aggregates, or the tracking position is not after the recorded one:
         then nothing of the batch is saved and the caller runs it again.
         """
-        processing = ProcessingEvent[UUID](tracking=tracking)
-        # The events directly: collect_events() would check each against a runtime
-        # protocol, which costs more than the rest of saving it.
-        processing.events.extend(self.events)
-        processing.saved_kwargs.update(self.save_kwargs)
-        # _record() is how the library itself saves events with a tracking record.
-        recordings = self._ledger._record(processing)
-        return max((r.notification.id for r in recordings), default=None)
+        # Straight to the recorder, as the library's _record() does, without wrapping
+        # each event in a Recording (and checking it against a runtime protocol)
+        # only to read back the highest notification id.
+        ledger = self._ledger
+        stored = [ledger.mapper.to_stored_event(event) for event in self.events]
+        ids = ledger.recorder.insert_events(stored, tracking=tracking, **self.save_kwargs)
+        return max(ids) if ids else None
 
 
 class LedgerBase(Application[UUID]):
@@ -288,6 +290,7 @@ class LedgerBase(Application[UUID]):
             pairs.append((subject_id, known.key_generation if isinstance(known, DataSubject) else 1))
         if pairs:
             self.keyring.prepare(pairs)
+            batch.opening_keys.update(self.keyring.keys_for(pairs))
 
     def expect_upstream_events(self, events: Sequence[tuple[str, str]]) -> None:
         """Reads, in one query, the receipts of these (source system, event id) pairs.
@@ -424,7 +427,21 @@ class LedgerBase(Application[UUID]):
 
     def subject_id(self, key: SubjectKey) -> UUID:
         """The pseudonymous id of the subject with this natural key."""
-        return subject_id_for(key, self._subject_secret)
+        batch = self._batch
+        if batch is None:
+            return subject_id_for(key, self._subject_secret)
+        known = batch.subject_ids.get(key)
+        if known is None:
+            known = batch.subject_ids[key] = subject_id_for(key, self._subject_secret)
+        return known
+
+    def _reveal(self, sealed: Sealed) -> Revealed:
+        """A sealed value opened, inside a batch with the keys the batch read up front."""
+        batch = self._batch
+        pair = (sealed.subject_id, sealed.generation)
+        if batch is not None and pair in batch.opening_keys:
+            return self.cipher.open_with(sealed, batch.opening_keys[pair])
+        return self.cipher.open(sealed)
 
     def lookup_digest(self, kind: str, value: str) -> str:
         """A blind index of a personal value (e-mail address or name) for look-ups in views.

@@ -252,7 +252,7 @@ class RecordCommands(LedgerBase):
                         "a correction changes the items of subjects already on the record", Clause.CORRECTION
                     )
                 current = record.items.get((subject.id, str(item.kind)))
-                if current is not None and self.cipher.open(current) == item.value:
+                if current is not None and self._reveal(current) == item.value:
                     continue  # unchanged
                 sealed.append(self._seal(subject, item))
             record.correct(
