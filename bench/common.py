@@ -19,7 +19,7 @@ from psycopg import sql
 from consumers.contract import Contract
 from consumers.ingest import Ingest, IngestSettings
 from consumers.synthetic import Traffic
-from consumers.translate import Position, apply
+from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.policy_text import publish_current_policy
@@ -70,10 +70,11 @@ def seed(ledger: Ledger, events: int, seed_value: int = 1, batch: int = 1000) ->
     started = time.monotonic()
     while (ledger.recorder.max_notification_id() or 0) < events:
         chunk = [next(messages) for _ in range(batch)]
+        decoded = [contract.decode(message.value) for message in chunk]
         with ledger.batch() as pending:
-            for message in chunk:
-                decoded = contract.decode(message.value)
-                apply(ledger, decoded, Position(message.topic, 0, offset), message.topic.split(".", 1)[0])
+            prefetch(ledger, decoded)
+            for message, content in zip(chunk, decoded, strict=True):
+                apply(ledger, content, Position(message.topic, 0, offset), message.topic.split(".", 1)[0])
                 offset += 1
             pending.commit()
         say(f"  seeded {ledger.recorder.max_notification_id()} events ({time.monotonic() - started:.0f} s)")

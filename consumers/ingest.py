@@ -36,7 +36,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
-from consumers.translate import Position, apply, reads
+from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from domain.errors import DomainError
 
@@ -355,10 +355,7 @@ class Ingest:
         with self.ledger.batch() as batch:
             # One query reads what the batch's commands will read (receipts, records,
             # accounts, subjects), and one step gets the subjects' sealing keys ready.
-            hints = [reads(self.ledger, m) for _, m in decoded]
-            self.ledger.prefetch(
-                (i for h in hints for i in h.aggregates), subject_ids=(i for h in hints for i in h.subjects)
-            )
+            prefetch(self.ledger, (m for _, m in decoded))
             for record, message in decoded:
                 try:
                     result = apply(

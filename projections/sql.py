@@ -48,15 +48,70 @@ class Dialect(Protocol):
     placeholder: str
     types: Mapping[str, str]
 
+    def insert_many(self, cursor: Any, table: str, columns: Sequence[str], rows: list[list[Any]]) -> None:
+        """Inserts rows, in order, in as few round trips as the backend allows."""
+
+    def upsert_many(
+        self, cursor: Any, table: str, columns: Sequence[str], key: Sequence[str], rows: list[list[Any]]
+    ) -> None:
+        """Inserts or updates rows, in order (for one key, the last row wins)."""
+
+
+def _upsert_statement(
+    table: str, columns: Sequence[str], key: Sequence[str], values: str
+) -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key) or (
+        f"{key[0]} = excluded.{key[0]}"
+    )
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+#: Rows per multi-row statement: well under PostgreSQL's 65,535 bound parameters.
+_ROWS_PER_STATEMENT = 500
+
 
 class PostgresDialect:
     placeholder = "%s"
     types: Mapping[str, str] = {"text": "text", "int": "bigint", "bool": "boolean"}
 
+    def insert_many(self, cursor: Any, table: str, columns: Sequence[str], rows: list[list[Any]]) -> None:
+        # COPY: one statement and a stream of rows, each written by psycopg's C code.
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def upsert_many(
+        self, cursor: Any, table: str, columns: Sequence[str], key: Sequence[str], rows: list[list[Any]]
+    ) -> None:
+        # One statement may not touch a row twice: keep each key's last row, in first-seen order.
+        positions = [columns.index(k) for k in key]
+        last: dict[tuple[Any, ...], list[Any]] = {}
+        for row in rows:
+            last[tuple(row[i] for i in positions)] = row
+        unique = list(last.values())
+        mark = f"({', '.join(['%s'] * len(columns))})"
+        for start in range(0, len(unique), _ROWS_PER_STATEMENT):
+            chunk = unique[start : start + _ROWS_PER_STATEMENT]
+            statement = _upsert_statement(table, columns, key, ", ".join([mark] * len(chunk)))
+            cursor.execute(statement, [value for row in chunk for value in row])
+
 
 class SQLiteDialect:
     placeholder = "?"
     types: Mapping[str, str] = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER"}
+
+    def insert_many(self, cursor: Any, table: str, columns: Sequence[str], rows: list[list[Any]]) -> None:
+        marks = ", ".join("?" * len(columns))
+        cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    def upsert_many(
+        self, cursor: Any, table: str, columns: Sequence[str], key: Sequence[str], rows: list[list[Any]]
+    ) -> None:
+        marks = f"({', '.join('?' * len(columns))})"
+        cursor.executemany(_upsert_statement(table, columns, key, marks), rows)
 
 
 def create_statements(table: Table, full_name: str, bare_name: str, dialect: Dialect) -> list[str]:
@@ -80,22 +135,70 @@ class Cursor(Protocol):
     def fetchall(self) -> Any: ...
 
 
-class Writer:
-    """Row operations on the tables of one view generation, inside one transaction."""
+@dataclass
+class _Pending:
+    """Rows waiting to be written to one table with one statement shape."""
 
-    def __init__(self, cursor: Cursor, dialect: Dialect, names: Mapping[str, str]) -> None:
+    upsert: bool
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+class Writer:
+    """Row operations on the tables of one view generation, inside one transaction.
+
+    A buffered writer (``buffered=True``) holds inserts and upserts back and
+    writes them table by table in bulk: before any read, update or delete
+    (so each sees every write before it), and at :meth:`flush`, which the
+    owner calls before the transaction commits. A table's rows keep their
+    order; rows of different tables are independent of each other.
+    """
+
+    def __init__(
+        self, cursor: Cursor, dialect: Dialect, names: Mapping[str, str], *, buffered: bool = False
+    ) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self.names = names
+        self.buffered = buffered
+        self._pending: dict[str, _Pending] = {}
 
     def _marks(self, count: int) -> str:
         return ", ".join([self.dialect.placeholder] * count)
 
     def _where(self, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        self.flush()
         clauses = [f"{column} = {self.dialect.placeholder}" for column in where]
         return " AND ".join(clauses) or "1 = 1", list(where.values())
 
+    def _buffer(self, table: str, row: Mapping[str, Any], upsert: bool, key: Sequence[str]) -> None:
+        columns, keys = tuple(row), tuple(key)
+        pending = self._pending.get(table)
+        if pending is not None and (pending.upsert, pending.columns, pending.key) != (upsert, columns, keys):
+            self._flush_table(table, pending)
+            pending = None
+        if pending is None:
+            pending = self._pending[table] = _Pending(upsert, columns, keys)
+        pending.rows.append(list(row.values()))
+
+    def _flush_table(self, table: str, pending: _Pending) -> None:
+        del self._pending[table]
+        name = self.names[table]
+        if pending.upsert:
+            self.dialect.upsert_many(self.cursor, name, pending.columns, pending.key, pending.rows)
+        else:
+            self.dialect.insert_many(self.cursor, name, pending.columns, pending.rows)
+
+    def flush(self) -> None:
+        """Writes every held row."""
+        for table, pending in list(self._pending.items()):
+            self._flush_table(table, pending)
+
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
+        if self.buffered:
+            self._buffer(table, row, False, ())
+            return
         columns = ", ".join(row)
         self.cursor.execute(
             f"INSERT INTO {self.names[table]} ({columns}) VALUES ({self._marks(len(row))})",
@@ -103,13 +206,11 @@ class Writer:
         )
 
     def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str]) -> None:
-        columns = ", ".join(row)
-        updates = (
-            ", ".join(f"{c} = excluded.{c}" for c in row if c not in key) or f"{key[0]} = excluded.{key[0]}"
-        )
+        if self.buffered:
+            self._buffer(table, row, True, key)
+            return
         self.cursor.execute(
-            f"INSERT INTO {self.names[table]} ({columns}) VALUES ({self._marks(len(row))}) "
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
+            _upsert_statement(self.names[table], tuple(row), key, f"({self._marks(len(row))})"),
             list(row.values()),
         )
 

@@ -73,6 +73,10 @@ class ViewStopped(Exception):
         )
 
 
+class _BulkWriteFailed(Exception):
+    """Raised when a page failed while its rows were held back for bulk writing."""
+
+
 @dataclass(frozen=True)
 class Generation:
     name: str
@@ -175,18 +179,36 @@ class ViewStore:
             )
 
     def apply_page(self, view: View, generation: Generation, page: Sequence[Notified]) -> None:
-        """Applies the events and moves the tracking record, in one transaction."""
+        """Applies the events and moves the tracking record, in one transaction.
+
+        Rows are written in bulk. If a bulk write fails, the page is applied
+        again one row at a time, so the error names the event that caused it.
+        """
         if not page:
             return
+        try:
+            self._apply_page(view, generation, page, buffered=True)
+        except _BulkWriteFailed:
+            self._apply_page(view, generation, page, buffered=False)
+
+    def _apply_page(
+        self, view: View, generation: Generation, page: Sequence[Notified], *, buffered: bool
+    ) -> None:
         names = self.table_names(view, generation.generation)
         view.prepare(page)
         with self.transaction() as cursor:
-            rows = Writer(cursor, self.dialect, names)
+            rows = Writer(cursor, self.dialect, names, buffered=buffered)
             for notified in page:
                 try:
                     view.apply(notified, rows)
                 except Exception as exc:
+                    if buffered:
+                        raise _BulkWriteFailed from exc
                     raise ViewStopped(view.name, generation.generation, notified, exc) from exc
+            try:
+                rows.flush()
+            except Exception as exc:
+                raise _BulkWriteFailed from exc
             self.insert_tracking_in(cursor, Tracking(generation.stream, page[-1].notification_id))
 
     def mark_stopped(self, stopped: ViewStopped) -> None:

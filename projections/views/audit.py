@@ -148,6 +148,7 @@ class AuditTrail(View):
             rows.insert(
                 "policy", {"version": event.version, "effective_from": utc_text(event.effective_from)}
             )
+            self._policy = None  # read again, with this version
         subjects = subjects_of(notified)
         if kind.startswith("DisclosureRequest."):
             if kind == "DisclosureRequest.Received":

@@ -226,6 +226,52 @@ def test_an_event_a_view_cannot_apply_stops_that_view_only_until_retried(
     assert store.position(runner.generation) == ledger.recorder.max_notification_id()
 
 
+class Duplicating(View):
+    """A view whose rows for a revision clash with an earlier row: found only when rows are written."""
+
+    name = "duplicating"
+    schema = 1
+    tables: ClassVar = PolicyVersions.tables
+
+    def apply(self, notified: Notified, rows: Writer) -> None:
+        if notified.event_type in {"PolicyCatalogue.Published", "PolicyCatalogue.Revised"}:
+            version = "same" if notified.event.version in {"v1", "v2"} else notified.event.version
+            rows.insert("versions", {"version": version, "notification_id": notified.notification_id})
+
+
+def test_a_row_that_cannot_be_written_stops_the_view_at_the_event_that_wrote_it(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    ledger.publish_policy(
+        version="v2",
+        effective_from=clock.now,
+        announced_at=clock.now,
+        purposes={"P1": "x"},
+        channels=["C1"],
+        justification="narrowed",
+        cause=cause(),
+    )
+    revised_at = ledger.recorder.max_notification_id()
+    ledger.publish_policy(
+        version="v3",
+        effective_from=clock.now + timedelta(days=1),
+        announced_at=clock.now,
+        purposes={"P1": "x"},
+        channels=["C1"],
+        cause=cause(),
+    )
+    store = view_store_for(ledger)
+    view = Duplicating()
+    # One page holds the three events; their rows are written together, and fail together.
+    runner = ViewRunner(ledger, store, view, store.new_generation(view), page_size=100, poll_interval=0.05)
+    runner.run()
+    [stopped] = store.stopped("duplicating")
+    assert (stopped.notification_id, stopped.event_type) == (revised_at, "PolicyCatalogue.Revised")
+    assert stopped.error_class in {"UniqueViolation", "IntegrityError"}  # PostgreSQL's, SQLite's
+    assert store.position(runner.generation) is None
+
+
 @pytest.mark.parametrize("name", VIEW_NAMES)
 def test_a_view_is_read_only_once_it_has_caught_up(ledger: Ledger, name: str) -> None:
     publish_policy(ledger)
