@@ -1,4 +1,4 @@
-"""``kiroku projections run | status | rebuild VIEW | retry VIEW``."""
+"""``kiroku projections run | status | rebuild [VIEW…] | retry VIEW``."""
 
 from __future__ import annotations
 
@@ -66,14 +66,26 @@ def rebuild(args: argparse.Namespace) -> int:
             width = 30
             filled = int(width * done / max(head, 1))
             sys.stderr.write(
-                f"\r{args.view}: [{'#' * filled}{'.' * (width - filled)}] {done}/{head} {rate:,.0f} events/s"
+                f"\r{label}: [{'#' * filled}{'.' * (width - filled)}] {done}/{head} {rate:,.0f} events/s"
             )
             sys.stderr.flush()
 
-    generation = projections.rebuild(args.view, progress)
+    unknown = [name for name in args.views if name not in projections.views]
+    if unknown:
+        print(
+            f"kiroku projections rebuild: no view {', '.join(unknown)}; "
+            f"the views are {', '.join(projections.views)}",
+            file=sys.stderr,
+        )
+        projections.ledger.close()
+        return 2
+    names = args.views or list(projections.views)
+    label = ", ".join(names) if args.views else "every view"
+    generations = projections.rebuild_views(names, progress)
     if show:
         sys.stderr.write("\n")
-    print(f"view {args.view}: generation {generation.generation} built and active")
+    for name, generation in generations.items():
+        print(f"view {name}: generation {generation.generation} built and active")
     projections.ledger.close()
     return 0
 
@@ -98,8 +110,10 @@ def register(sub: Any) -> None:
     s = commands.add_parser("status", help="each view's position, lag and state")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=status)
-    b = commands.add_parser("rebuild", help="build a view again beside the old one, then switch readers")
-    b.add_argument("view")
+    b = commands.add_parser(
+        "rebuild", help="build views again beside the old ones (in one pass), then switch readers"
+    )
+    b.add_argument("views", nargs="*", help="only these views (default: every view)")
     b.add_argument(
         "--progress", action="store_true", help="show the progress bar even when not on a terminal"
     )

@@ -22,9 +22,10 @@ from domain.application import Ledger
 from domain.personal import Sealed
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
-from projections.store import Generation, ViewStore
-from projections.view import View
+from projections.store import Generation, ViewStopped, ViewStore
+from projections.view import Notified, View
 from projections.views import make_views
+from projections.views.subjects import ISSUANCE_HOLD_REASON
 
 log = logging.getLogger("kiroku.projections")
 
@@ -131,23 +132,46 @@ class Projections:
 
     def rebuild(self, name: str, progress: Callable[[int, int, float], None] | None = None) -> Generation:
         """Builds a new generation from the first event beside the old one, then switches readers to it."""
-        view = self.view(name)
-        generation = self.store.new_generation(view)
-        runner = ViewRunner(self.ledger, self.store, view, generation, page_size=self.page_size)
-        started = time.monotonic()
-        while True:
-            applied = runner.run_once()
+        return self.rebuild_views([name], progress)[name]
+
+    def rebuild_views(
+        self, names: list[str] | None = None, progress: Callable[[int, int, float], None] | None = None
+    ) -> dict[str, Generation]:
+        """Rebuilds these views (all by default) in one pass over the events.
+
+        Each page of events is read and decoded once and applied to every new
+        generation, each view in a transaction of its own. A view that cannot
+        apply an event is left unfinished (its old generation stays active) and
+        the others go on; the first such stop is raised at the end.
+        """
+        wanted = names or list(self.views)
+        building = {name: self.store.new_generation(self.view(name)) for name in wanted}
+        stops: list[ViewStopped] = []
+        recorder, mapper = self.ledger.recorder, self.ledger.mapper
+        after, applied, started = 0, 0, time.monotonic()
+        while building:
+            notifications = recorder.select_notifications(start=after + 1, limit=self.page_size)
+            page = [Notified(n.id, n.topic, mapper.to_domain_event(n)) for n in notifications]
+            for name, generation in list(building.items()):
+                try:
+                    self.store.apply_page(self.view(name), generation, page)
+                except ViewStopped as stopped:
+                    log.error("rebuild of %s: %s", name, stopped)
+                    stops.append(stopped)
+                    del building[name]
+            applied += len(page)
+            if page:
+                after = page[-1].notification_id
             if progress is not None:
-                head = self.ledger.recorder.max_notification_id() or 0
-                progress(
-                    self.store.position(generation) or 0,
-                    head,
-                    runner.applied / max(time.monotonic() - started, 1e-9),
-                )
-            if applied < runner.page_size:
+                head = recorder.max_notification_id() or 0
+                progress(after, head, applied / max(time.monotonic() - started, 1e-9))
+            if len(page) < self.page_size:
                 break
-        self.store.activate(generation)
-        return generation
+        for generation in building.values():
+            self.store.activate(generation)
+        if stops:
+            raise stops[0]
+        return building
 
     # Status and queries ------------------------------------------------------
 
@@ -225,9 +249,33 @@ class Projections:
                 for row, value in zip(items, values, strict=True)
             ],
             "records": sorted(r["record_id"] for r in self.rows("subjects", "records", where)),
-            "holds": [h for h in self.rows("subjects", "holds", where) if h["until"] > now],
+            "holds": [h for h in self._holds(subject_id, items) if h["until"] > now],
             "open_requests": self.requests(at, open_only=True, subject_id=subject_id),
         }
+
+    def _holds(self, subject_id: UUID, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """APPI Art. 29 holds, and the issuance-record holds of the records the subject is on."""
+        view = self.view("subjects")
+        where = {"subject_id": str(subject_id)}
+        holds = self.rows("subjects", "holds", where)
+        records = {row["record_id"] for row in items}
+        accounts = sorted({r["account_id"] for r in self.rows("subjects", "account_subjects", where)})
+        if accounts:
+            linked = self.store.read(view, "record_accounts", {}, conditions=[("account_id", "in", accounts)])
+            records |= {r["record_id"] for r in linked}
+        if records:
+            wanted = [("record_id", "in", sorted(records))]
+            issued = self.store.read(view, "record_holds", {}, order_by="record_id", conditions=wanted)
+            holds += [
+                {
+                    "subject_id": str(subject_id),
+                    "reference": f"certificate-record:{r['record_id']}",
+                    "until": r["until"],
+                    "reason": ISSUANCE_HOLD_REASON,
+                }
+                for r in issued
+            ]
+        return holds
 
     def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A certificate record now: ``status`` says expired once ``not_after`` has passed."""

@@ -143,6 +143,21 @@ class _Pending:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     rows: list[list[Any]] = field(default_factory=list)
+    #: Held inserted rows by primary key, made when an update first looks for one.
+    by_key: dict[tuple[Any, ...], list[Any]] | None = None
+    key_columns: tuple[int, ...] = ()
+
+    def held(self, primary_key: Sequence[str], where: Mapping[str, Any]) -> list[Any] | None:
+        """The held row with this primary key, if any."""
+        if self.by_key is None:
+            self.key_columns = tuple(self.columns.index(k) for k in primary_key)
+            self.by_key = {tuple(row[i] for i in self.key_columns): row for row in self.rows}
+        return self.by_key.get(tuple(where[k] for k in primary_key))
+
+    def append(self, row: list[Any]) -> None:
+        self.rows.append(row)
+        if self.by_key is not None:
+            self.by_key[tuple(row[i] for i in self.key_columns)] = row
 
 
 class Writer:
@@ -156,12 +171,19 @@ class Writer:
     """
 
     def __init__(
-        self, cursor: Cursor, dialect: Dialect, names: Mapping[str, str], *, buffered: bool = False
+        self,
+        cursor: Cursor,
+        dialect: Dialect,
+        names: Mapping[str, str],
+        *,
+        buffered: bool = False,
+        primary_keys: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self.names = names
         self.buffered = buffered
+        self.primary_keys = primary_keys or {}
         self._pending: dict[str, _Pending] = {}
 
     def _marks(self, count: int) -> str:
@@ -180,7 +202,7 @@ class Writer:
             pending = None
         if pending is None:
             pending = self._pending[table] = _Pending(upsert, columns, keys)
-        pending.rows.append(list(row.values()))
+        pending.append(list(row.values()))
 
     def _flush_table(self, table: str, pending: _Pending) -> None:
         del self._pending[table]
@@ -215,11 +237,32 @@ class Writer:
         )
 
     def update(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
+        if self.buffered and self._update_held(table, where, changes):
+            return
         sets = ", ".join(f"{column} = {self.dialect.placeholder}" for column in changes)
         condition, params = self._where(where)
         self.cursor.execute(
             f"UPDATE {self.names[table]} SET {sets} WHERE {condition}", [*changes.values(), *params]
         )
+
+    def _update_held(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+        """Changes a held inserted row in place when ``where`` names it by its primary key.
+
+        Such a row is not in the table yet, and no other row has its key, so
+        changing it here is the update. Otherwise the caller updates the table.
+        """
+        pending = self._pending.get(table)
+        key = self.primary_keys.get(table)
+        if pending is None or pending.upsert or not key or set(where) != set(key):
+            return False
+        if not set(changes) <= set(pending.columns):
+            return False
+        row = pending.held(key, where)
+        if row is None:
+            return False
+        for column, value in changes.items():
+            row[pending.columns.index(column)] = value
+        return True
 
     def delete(self, table: str, where: Mapping[str, Any]) -> None:
         condition, params = self._where(where)

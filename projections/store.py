@@ -197,7 +197,8 @@ class ViewStore:
         names = self.table_names(view, generation.generation)
         view.prepare(page)
         with self.transaction() as cursor:
-            rows = Writer(cursor, self.dialect, names, buffered=buffered)
+            keys = {t.name: t.primary_key for t in view.tables}
+            rows = Writer(cursor, self.dialect, names, buffered=buffered, primary_keys=keys)
             for notified in page:
                 try:
                     view.apply(notified, rows)

@@ -24,9 +24,21 @@ from projections.view import Notified, View
 LOOKUP_KINDS = ("email", "name")
 
 
+ISSUANCE_HOLD_REASON = "CA issuance record retention"
+
+
 class Subjects(View):
+    """Written without reading: every event's rows follow from the event alone (but erasure).
+
+    Holds under APPI Art. 29 are rows of ``holds``. Holds for CA issuance
+    records are not copied to every subject: ``record_holds`` keeps each issued
+    record's retention deadline, and a reader joins it with the records a
+    subject's items are on, directly or through an ACME account
+    (:meth:`projections.service.Projections.subject`).
+    """
+
     name = "subjects"
-    schema = 1
+    schema = 2
     tables = (
         Table(
             "subjects",
@@ -56,10 +68,11 @@ class Subjects(View):
             indexes=[["record_id"]],
         ),
         Table(
+            # One digest per item of a subject on a record: a new value replaces the old one.
             "lookup",
-            [("kind", "text"), ("digest", "text"), ("subject_id", "text"), ("record_id", "text")],
-            ["kind", "digest", "subject_id", "record_id"],
-            indexes=[["subject_id"]],
+            [("kind", "text"), ("subject_id", "text"), ("record_id", "text"), ("digest", "text")],
+            ["kind", "subject_id", "record_id"],
+            indexes=[["kind", "digest"], ["subject_id"]],
         ),
         Table("records", [("subject_id", "text"), ("record_id", "text")], ["subject_id", "record_id"]),
         Table(
@@ -94,7 +107,6 @@ class Subjects(View):
     def _put_item(self, rows: Writer, record_id: str | None, sealed: Sealed, at: datetime) -> None:
         subject_id = id_text(sealed.subject_id)
         where = {"subject_id": subject_id, "record_id": record_id, "item": sealed.kind}
-        self._drop_lookup(rows, subject_id, record_id, sealed.kind)
         rows.upsert(
             "items",
             {
@@ -118,7 +130,7 @@ class Subjects(View):
                         "subject_id": subject_id,
                         "record_id": record_id,
                     },
-                    key=["kind", "digest", "subject_id", "record_id"],
+                    key=["kind", "subject_id", "record_id"],
                 )
 
     @staticmethod
@@ -139,26 +151,6 @@ class Subjects(View):
                 "holds",
                 {"subject_id": subject_id, "reference": reference, "until": until, "reason": reason},
                 key=["subject_id", "reference"],
-            )
-
-    def _issuance_holds(self, rows: Writer, record_id: str | None) -> None:
-        """Holds for everyone whose items the issued record keeps, directly or through its account."""
-        expiry = rows.select_one("record_holds", {"record_id": record_id})
-        if expiry is None:
-            return
-        subjects = {r["subject_id"] for r in rows.select("items", {"record_id": record_id})}
-        link = rows.select_one("record_accounts", {"record_id": record_id})
-        if link is not None:
-            subjects |= {
-                r["subject_id"] for r in rows.select("account_subjects", {"account_id": link["account_id"]})
-            }
-        for subject_id in sorted(subjects):
-            self._hold(
-                rows,
-                subject_id,
-                f"certificate-record:{record_id}",
-                expiry["until"],
-                "CA issuance record retention",
             )
 
     # Events -------------------------------------------------------------------------
@@ -238,16 +230,12 @@ class Subjects(View):
                     {"account_id": own_id, "subject_id": id_text(sealed.subject_id)},
                     key=["account_id", "subject_id"],
                 )
-            for link in rows.select("record_accounts", {"account_id": own_id}):
-                self._issuance_holds(rows, link["record_id"])
         elif kind == "AcmeAccount.CertificateLinked":
             record_id = id_text(event.certificate_record_id)
             rows.upsert("record_accounts", {"record_id": record_id, "account_id": own_id}, key=["record_id"])
-            self._issuance_holds(rows, record_id)
         elif kind == "CertificateRecord.Issued":
             until = utc_text(add_years(event.not_after, ISSUANCE_RECORD_RETENTION_YEARS))
             rows.upsert("record_holds", {"record_id": own_id, "until": until}, key=["record_id"])
-            self._issuance_holds(rows, own_id)
 
 
 def subject_ids_by(rows: list[dict[str, Any]]) -> list[UUID]:

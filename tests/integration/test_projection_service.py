@@ -212,3 +212,41 @@ def test_a_subject_reads_with_items_records_holds_and_open_requests(ledger: Ledg
     later = projections.subject(ledger.subject_id(TARO), clock.now + timedelta(days=365 * 3 + 1))
     assert later is not None and later["holds"] == []
     assert projections.subject(ledger.subject_id(SubjectKey.email("nobody@example.jp")), clock.now) is None
+
+
+def test_a_subject_holds_the_issuance_records_of_their_records_and_their_accounts(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """Issued directly (items on the record) or through an ACME account: held two years after expiry."""
+    publish_policy(ledger)
+    collect(ledger, "r8")
+    direct = ledger.certificate_record_id("registrar", "r8")
+    expiry = T0 + timedelta(days=90)
+    ledger.record_issuance(direct, serial="08", not_before=T0, not_after=expiry, cause=cause())
+    acme = cause(source="acme", actor="acme-server")
+    ledger.register_account(account_ref="a8", contacts=["taro@example.jp"], purposes=["P1"], cause=acme)
+    ledger.collect(
+        record_ref="o8",
+        channel="C2",
+        purposes=["P1"],
+        certificate=CertificateIdentity("o8.example.com", ["o8.example.com"], "DV", "0b"),
+        account_ref="a8",
+        validity=(T0, T0 + timedelta(days=30)),
+        cause=acme,
+    )
+    ordered = ledger.certificate_record_id("acme", "o8")
+    projections = Projections(ledger)
+    projections.catch_up()
+    taro = projections.subject(ledger.subject_id(TARO), clock.now)
+    assert taro is not None
+    assert sorted((h["reference"], h["until"][:10], h["reason"]) for h in taro["holds"]) == sorted(
+        [
+            (f"certificate-record:{direct}", "2026-08-30", "CA issuance record retention"),
+            (f"certificate-record:{ordered}", "2026-07-01", "CA issuance record retention"),
+        ]
+    )
+    hanako = projections.subject(ledger.subject_id(HANAKO), clock.now)
+    assert hanako is not None
+    assert [h["reference"] for h in hanako["holds"]] == [f"certificate-record:{direct}"]
+    expired = projections.subject(ledger.subject_id(TARO), T0 + timedelta(days=365 * 2 + 91))
+    assert expired is not None and expired["holds"] == []
