@@ -56,6 +56,9 @@ class Dialect(Protocol):
     ) -> None:
         """Inserts or updates rows, in order (for one key, the last row wins)."""
 
+    def delete_many(self, cursor: Any, table: str, columns: Sequence[str], matches: list[list[Any]]) -> None:
+        """Deletes the rows whose ``columns`` equal one of the ``matches`` (NULL matches nothing)."""
+
 
 def _upsert_statement(
     table: str, columns: Sequence[str], key: Sequence[str], values: str
@@ -99,6 +102,16 @@ class PostgresDialect:
             cursor.execute(statement, [value for row in chunk for value in row])
 
 
+    def delete_many(self, cursor: Any, table: str, columns: Sequence[str], matches: list[list[Any]]) -> None:
+        mark = f"({', '.join(['%s'] * len(columns))})"
+        for start in range(0, len(matches), _ROWS_PER_STATEMENT):
+            chunk = matches[start : start + _ROWS_PER_STATEMENT]
+            cursor.execute(
+                f"DELETE FROM {table} WHERE ({', '.join(columns)}) IN ({', '.join([mark] * len(chunk))})",
+                [value for match in chunk for value in match],
+            )
+
+
 class SQLiteDialect:
     placeholder = "?"
     types: Mapping[str, str] = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER"}
@@ -112,6 +125,10 @@ class SQLiteDialect:
     ) -> None:
         marks = f"({', '.join('?' * len(columns))})"
         cursor.executemany(_upsert_statement(table, columns, key, marks), rows)
+
+    def delete_many(self, cursor: Any, table: str, columns: Sequence[str], matches: list[list[Any]]) -> None:
+        condition = " AND ".join(f"{column} = ?" for column in columns)
+        cursor.executemany(f"DELETE FROM {table} WHERE {condition}", matches)
 
 
 def create_statements(table: Table, full_name: str, bare_name: str, dialect: Dialect) -> list[str]:
@@ -139,7 +156,7 @@ class Cursor(Protocol):
 class _Pending:
     """Rows waiting to be written to one table with one statement shape."""
 
-    upsert: bool
+    action: str  # "insert", "upsert" or "delete" (rows are then the values of ``columns`` to match)
     columns: tuple[str, ...]
     key: tuple[str, ...]
     rows: list[list[Any]] = field(default_factory=list)
@@ -194,21 +211,23 @@ class Writer:
         clauses = [f"{column} = {self.dialect.placeholder}" for column in where]
         return " AND ".join(clauses) or "1 = 1", list(where.values())
 
-    def _buffer(self, table: str, row: Mapping[str, Any], upsert: bool, key: Sequence[str]) -> None:
+    def _buffer(self, table: str, row: Mapping[str, Any], action: str, key: Sequence[str]) -> None:
         columns, keys = tuple(row), tuple(key)
         pending = self._pending.get(table)
-        if pending is not None and (pending.upsert, pending.columns, pending.key) != (upsert, columns, keys):
+        if pending is not None and (pending.action, pending.columns, pending.key) != (action, columns, keys):
             self._flush_table(table, pending)
             pending = None
         if pending is None:
-            pending = self._pending[table] = _Pending(upsert, columns, keys)
+            pending = self._pending[table] = _Pending(action, columns, keys)
         pending.append(list(row.values()))
 
     def _flush_table(self, table: str, pending: _Pending) -> None:
         del self._pending[table]
         name = self.names[table]
-        if pending.upsert:
+        if pending.action == "upsert":
             self.dialect.upsert_many(self.cursor, name, pending.columns, pending.key, pending.rows)
+        elif pending.action == "delete":
+            self.dialect.delete_many(self.cursor, name, pending.columns, pending.rows)
         else:
             self.dialect.insert_many(self.cursor, name, pending.columns, pending.rows)
 
@@ -219,7 +238,7 @@ class Writer:
 
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         if self.buffered:
-            self._buffer(table, row, False, ())
+            self._buffer(table, row, "insert", ())
             return
         columns = ", ".join(row)
         self.cursor.execute(
@@ -229,7 +248,7 @@ class Writer:
 
     def upsert(self, table: str, row: Mapping[str, Any], key: Sequence[str]) -> None:
         if self.buffered:
-            self._buffer(table, row, True, key)
+            self._buffer(table, row, "upsert", key)
             return
         self.cursor.execute(
             _upsert_statement(self.names[table], tuple(row), key, f"({self._marks(len(row))})"),
@@ -253,7 +272,7 @@ class Writer:
         """
         pending = self._pending.get(table)
         key = self.primary_keys.get(table)
-        if pending is None or pending.upsert or not key or set(where) != set(key):
+        if pending is None or pending.action != "insert" or not key or set(where) != set(key):
             return False
         if not set(changes) <= set(pending.columns):
             return False
@@ -265,6 +284,9 @@ class Writer:
         return True
 
     def delete(self, table: str, where: Mapping[str, Any]) -> None:
+        if self.buffered and where:
+            self._buffer(table, where, "delete", ())
+            return
         condition, params = self._where(where)
         self.cursor.execute(f"DELETE FROM {self.names[table]} WHERE {condition}", params)
 
