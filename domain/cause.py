@@ -38,6 +38,30 @@ class Cause:
     correlation_id: str | None = None
     kafka_position: str | None = None
 
+    @classmethod
+    def restored(
+        cls,
+        *,
+        actor: str,
+        source_system: str,
+        occurred_at: datetime,
+        upstream_event_id: str | None,
+        correlation_id: str | None,
+        kafka_position: str | None,
+    ) -> Cause:
+        """A cause read back from a stored event: checked when it was recorded, not again."""
+        cause = object.__new__(cls)
+        for name, value in (
+            ("actor", actor),
+            ("source_system", source_system),
+            ("occurred_at", occurred_at),
+            ("upstream_event_id", upstream_event_id),
+            ("correlation_id", correlation_id),
+            ("kafka_position", kafka_position),
+        ):
+            object.__setattr__(cause, name, value)
+        return cause
+
     def __post_init__(self) -> None:
         _check_text("actor", self.actor, required=True)
         _check_text("source_system", self.source_system, required=True)

@@ -29,7 +29,7 @@ class CauseAsDict(Transcoding):
         }
 
     def decode(self, data: Any) -> Cause:
-        return Cause(
+        return Cause.restored(
             actor=data["actor"],
             source_system=data["source_system"],
             occurred_at=datetime.fromisoformat(data["occurred_at"]),

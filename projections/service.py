@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from domain.application import Ledger
 from domain.personal import Sealed
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
-from projections.store import Generation, ViewStopped, ViewStore
+from projections.store import Generation, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View
 from projections.views import make_views
 from projections.views.subjects import ISSUANCE_HOLD_REASON
@@ -147,14 +148,37 @@ class Projections:
         wanted = names or list(self.views)
         building = {name: self.store.new_generation(self.view(name)) for name in wanted}
         stops: list[ViewStopped] = []
+        # SQLite takes one writer at a time: there the views' pages take turns.
+        parallel = 1 if isinstance(self.store, SQLiteViewStore) else max(len(building), 1)
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rebuild") as workers:
+            self._rebuild_pages(building, stops, workers, progress)
+        for generation in building.values():
+            self.store.activate(generation)
+        if stops:
+            raise stops[0]
+        return building
+
+    def _rebuild_pages(
+        self,
+        building: dict[str, Generation],
+        stops: list[ViewStopped],
+        workers: ThreadPoolExecutor,
+        progress: Callable[[int, int, float], None] | None,
+    ) -> None:
         recorder, mapper = self.ledger.recorder, self.ledger.mapper
         after, applied, started = 0, 0, time.monotonic()
         while building:
             notifications = recorder.select_notifications(start=after + 1, limit=self.page_size)
             page = [Notified(n.id, n.topic, mapper.to_domain_event(n)) for n in notifications]
-            for name, generation in list(building.items()):
+            # The views' transactions overlap: while the database writes one view's
+            # rows, this process prepares the next view's.
+            futures = {
+                name: workers.submit(self.store.apply_page, self.view(name), generation, page)
+                for name, generation in building.items()
+            }
+            for name, future in futures.items():
                 try:
-                    self.store.apply_page(self.view(name), generation, page)
+                    future.result()
                 except ViewStopped as stopped:
                     log.error("rebuild of %s: %s", name, stopped)
                     stops.append(stopped)
@@ -167,11 +191,6 @@ class Projections:
                 progress(after, head, applied / max(time.monotonic() - started, 1e-9))
             if len(page) < self.page_size:
                 break
-        for generation in building.values():
-            self.store.activate(generation)
-        if stops:
-            raise stops[0]
-        return building
 
     # Status and queries ------------------------------------------------------
 

@@ -20,10 +20,13 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def utc_text(moment: datetime | None) -> str | None:
-    """A time as a fixed-width UTC string, so text order is time order."""
+    """A time as a fixed-width UTC string (``TIME_FORMAT``), so text order is time order."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime(TIME_FORMAT)
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    # isoformat is several times faster than strftime; the text is the same.
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def json_text(value: Any) -> str:
