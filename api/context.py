@@ -12,6 +12,7 @@ from uuid import UUID
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.access_log import AccessLog
 from api.auth import Permission, Principal, TokenRegistry
 from api.problems import ApiProblem
 from consumers.ingest import IngestCounters
@@ -36,6 +37,7 @@ class Context:
     ) -> None:
         self.ledger, self.projections, self.tokens, self.clock = ledger, projections, tokens, clock
         self.ingest_counters = ingest_counters
+        self.access_log = AccessLog(ledger)
 
 
 def get_context(request: Request) -> Context:
@@ -67,12 +69,10 @@ def requires(permission: Permission) -> Callable[..., Principal]:
 def record_access(context: Context, principal: Principal, subject_ids: list[UUID], endpoint: str) -> None:
     """§8, §10: a response that shows personal data is recorded before it is sent."""
     if subject_ids:
-        context.ledger.record_access(
+        context.access_log.record(
             subject_ids,
-            endpoint=endpoint,
-            cause=Cause(
-                actor=f"api:{principal.name}", source_system="kiroku-api", occurred_at=context.clock()
-            ),
+            endpoint,
+            Cause(actor=f"api:{principal.name}", source_system="kiroku-api", occurred_at=context.clock()),
         )
 
 

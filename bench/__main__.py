@@ -12,9 +12,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("benchmark", choices=["ingest", "rebuild", "query"])
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=8, help="query: concurrent clients")
+    parser.add_argument("--requests", type=int, default=100, help="query: requests per client")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    {"ingest": ingest.main, "rebuild": rebuild.main, "query": query.main}[args.benchmark](args.events)
+    if args.benchmark == "query":
+        query.main(args.events, args.clients, args.requests)
+    else:
+        {"ingest": ingest.main, "rebuild": rebuild.main}[args.benchmark](args.events)
 
 
 if __name__ == "__main__":

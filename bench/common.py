@@ -42,16 +42,21 @@ def peak_rss_mb() -> float:
 
 
 @contextmanager
-def fresh_ledger() -> Iterator[Ledger]:
-    """A ledger on PostgreSQL (DATABASE_URL or the local test database) in a schema of its own."""
+def fresh_ledger(env: dict[str, str] | None = None) -> Iterator[Ledger]:
+    """A ledger on PostgreSQL (DATABASE_URL or the local test database) in a schema of its own.
+
+    ``env``, if given, is filled with the settings, so another process can open the same store.
+    """
     url = os.environ.get("DATABASE_URL") or DEFAULT_URL
     schema = f"kiroku_bench_{uuid.uuid4().hex[:10]}"
-    env = {
+    settings = {
         "DATABASE_URL": f"{url}{'&' if '?' in url else '?'}schema={schema}",
         "KIROKU_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
         "KIROKU_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
     }
-    ledger = build_ledger(Settings.from_env(env))
+    if env is not None:
+        env.update(settings)
+    ledger = build_ledger(Settings.from_env(settings))
     try:
         publish_current_policy(ledger, actor="bench")
         yield ledger

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import multiprocessing
+import multiprocessing.process
 import random
 import statistics
-import threading
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -25,7 +27,9 @@ from consumers.synthetic import Traffic
 from domain.application import Ledger
 from domain.cause import Cause
 from domain.identity import SubjectKey
+from kiroku.bootstrap import build_ledger
 from kiroku.broker import free_port
+from kiroku.settings import Settings
 from projections.service import Projections
 
 KINDS = ["lookup", "subject", "certificate", "audit", "package"]
@@ -68,18 +72,18 @@ def targets(ledger: Ledger, projections: Projections, messages: int, packages: i
     return Targets(people, subject_ids, [r["certificate_record_id"] for r in collected], disclosures)
 
 
-def ask(
-    http: httpx.Client, kind: str, chance: random.Random, to: Targets, pending: list[str]
+async def ask(
+    http: httpx.AsyncClient, kind: str, chance: random.Random, to: Targets, pending: list[str]
 ) -> httpx.Response | None:
     if kind == "lookup":
-        return http.get("/subjects", params={"email": chance.choice(to.people)})
+        return await http.get("/subjects", params={"email": chance.choice(to.people)})
     if kind == "subject":
-        return http.get(f"/subjects/{chance.choice(to.subject_ids)}")
+        return await http.get(f"/subjects/{chance.choice(to.subject_ids)}")
     if kind == "certificate":
-        return http.get(f"/certificates/{chance.choice(to.records)}")
+        return await http.get(f"/certificates/{chance.choice(to.records)}")
     if kind == "audit":
-        return http.get("/audit", params={"limit": 100})
-    return http.post(f"/disclosures/{pending.pop()}/fulfilment") if pending else None
+        return await http.get("/audit", params={"limit": 100})
+    return await http.post(f"/disclosures/{pending.pop()}/fulfilment") if pending else None
 
 
 def summary(timings: dict[str, list[float]], errors: dict[str, int]) -> dict[str, Any]:
@@ -106,53 +110,102 @@ def summary(timings: dict[str, list[float]], errors: dict[str, int]) -> dict[str
     }
 
 
-def load(base: str, token: str, to: Targets, clients: int, requests_per_client: int) -> dict[str, Any]:
+async def _client(
+    http: httpx.AsyncClient,
+    number: int,
+    *,
+    clients: int,
+    requests: int,
+    to: Targets,
+    timings: dict[str, list[float]],
+    errors: dict[str, int],
+) -> None:
+    chance = random.Random(number)  # noqa: S311 - load, not secrets
+    pending = [d for i, d in enumerate(to.disclosures) if i % clients == number]
+    for _ in range(requests):
+        kind = chance.choice(KINDS)
+        started = time.perf_counter()
+        response = await ask(http, kind, chance, to, pending)
+        if response is None:
+            continue
+        timings[kind].append((time.perf_counter() - started) * 1000)
+        if response.status_code >= 400:
+            errors[kind] += 1
+
+
+async def _load(base: str, token: str, to: Targets, clients: int, requests: int) -> dict[str, Any]:
     timings: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
-    lock = threading.Lock()
-
-    def client(number: int) -> None:
-        chance = random.Random(number)  # noqa: S311 - load, not secrets
-        pending = [d for i, d in enumerate(to.disclosures) if i % clients == number]
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-            for _ in range(requests_per_client):
-                kind = chance.choice(KINDS)
-                started = time.perf_counter()
-                response = ask(http, kind, chance, to, pending)
-                if response is None:
-                    continue
-                elapsed = (time.perf_counter() - started) * 1000
-                with lock:
-                    timings[kind].append(elapsed)
-                    if response.status_code >= 400:
-                        errors[kind] += 1
-
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(client, range(clients)))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30, limits=limits) as http:
+        # A short warm-up, not counted: the first requests open connections and prepare statements.
+        warm: dict[str, list[float]] = defaultdict(list)
+        await asyncio.gather(
+            *(
+                _client(
+                    http, 100 + n, clients=clients, requests=5, to=to, timings=warm, errors=defaultdict(int)
+                )
+                for n in range(clients)
+            )
+        )
+        await asyncio.gather(
+            *(
+                _client(http, n, clients=clients, requests=requests, to=to, timings=timings, errors=errors)
+                for n in range(clients)
+            )
+        )
     return summary(timings, errors)
 
 
+def serve(env: dict[str, str], tokens: str, port: int) -> None:
+    """The API in a process of its own, on the benchmark's store, as ``kiroku run`` serves it."""
+    logging.basicConfig(level=logging.WARNING)
+    ledger = build_ledger(Settings.from_env(env))
+    projections = Projections(ledger)
+    app = create_app(ledger, projections, TokenRegistry.load(Path(tokens)))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _wait_until_up(base: str, server: multiprocessing.process.BaseProcess) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not server.is_alive():
+            raise RuntimeError("the API process ended before it served")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the API process did not come up within 60 s")
+
+
 def run(events: int, clients: int = 8, requests_per_client: int = 100) -> dict[str, Any]:
-    with fresh_ledger() as ledger, TemporaryDirectory() as tmp:
+    env: dict[str, str] = {}
+    with fresh_ledger(env) as ledger, TemporaryDirectory() as tmp:
         say(f"seeding at least {events} events and building the views (not timed)")
-        seed(ledger, events)
+        stored = seed(ledger, events)
         projections = Projections(ledger, page_size=5000)
-        projections.catch_up()
-        token = TokenRegistry.add(Path(tmp) / "tokens.json", "bench", "officer")
-        app = create_app(ledger, projections, TokenRegistry.load(Path(tmp) / "tokens.json"))
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
+        projections.rebuild_views()
         to = targets(ledger, projections, events // 3, packages=clients * 5)
         say(f"{len(to.subject_ids)} subjects, {len(to.records)} certificates, {len(to.disclosures)} packages")
-        figures = load(f"http://127.0.0.1:{port}", token, to, clients, requests_per_client)
-        server.should_exit = True
-        thread.join(timeout=10)
-    return {"bench": "query", "events": events, "clients": clients, **figures}
+        tokens = Path(tmp) / "tokens.json"
+        token = TokenRegistry.add(tokens, "bench", "officer")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        # The API runs in a process of its own, as in production; the clients run here.
+        server = multiprocessing.get_context("spawn").Process(target=serve, args=(env, str(tokens), port))
+        server.start()
+        try:
+            _wait_until_up(base, server)
+            say(f"{clients} clients, {requests_per_client} requests each")
+            figures = asyncio.run(_load(base, token, to, clients, requests_per_client))
+        finally:
+            server.terminate()
+            server.join(timeout=10)
+    return {"bench": "query", "events": events, "stored_events": stored, "clients": clients, **figures}
 
 
-def main(events: int) -> None:
-    result_line(run(events))
+def main(events: int, clients: int = 8, requests: int = 100) -> None:
+    result_line(run(events, clients, requests))

@@ -233,6 +233,7 @@ class Projections:
 
     def _reached(self, name: str, position: int) -> bool:
         active = self.store.active(name)
+        self.store.note_active(active)  # what is read next comes from the generation that has it
         return active is not None and (self.store.position(active) or 0) >= position
 
     def subjects_by(self, kind: str, value: str) -> list[UUID]:

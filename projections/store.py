@@ -10,10 +10,11 @@ event's notification id and type, until an operator retries it.
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,9 @@ from projections.sql import (
     utc_text,
 )
 from projections.view import Notified, View
+
+#: How long readers go on using the active generation they looked up.
+READING_GENERATION_SECONDS = 1.0
 
 GENERATIONS = Table(
     "kiroku_view_generations",
@@ -167,6 +171,27 @@ class ViewStore:
             )
         return Generation(view.name, number, view.schema, "building")
 
+    def reading_generation(self, name: str) -> Generation | None:
+        """The active generation, as readers use it: looked up at most once a second per view.
+
+        A retired generation keeps its tables, so a reader that goes on using it
+        for up to a second after a switch reads a complete, slightly older view.
+        """
+        cache: dict[str, tuple[Generation, float]] = self.__dict__.setdefault("_reading", {})
+        now = time.monotonic()
+        known = cache.get(name)
+        if known is not None and now - known[1] < READING_GENERATION_SECONDS:
+            return known[0]
+        generation = self.active(name)
+        self.note_active(generation)
+        return generation
+
+    def note_active(self, generation: Generation | None) -> None:
+        """Tells readers which generation is active now (it was just looked up or switched to)."""
+        if generation is not None:
+            cache: dict[str, tuple[Generation, float]] = self.__dict__.setdefault("_reading", {})
+            cache[generation.name] = (generation, time.monotonic())
+
     def activate(self, generation: Generation) -> None:
         """Points readers at this generation; the one they read before is retired."""
         with self.transaction() as cursor:
@@ -177,6 +202,7 @@ class ViewStore:
                 {"name": generation.name, "generation": generation.generation},
                 {"state": "active"},
             )
+        self.note_active(replace(generation, state="active"))
 
     def apply_page(self, view: View, generation: Generation, page: Sequence[Notified]) -> None:
         """Applies the events and moves the tracking record, in one transaction.
@@ -253,7 +279,7 @@ class ViewStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of the active generation (raises ViewNotReady while none is)."""
-        generation = self.active(view.name)
+        generation = self.reading_generation(view.name)
         if generation is None:
             raise ViewNotReady(f"view {view.name} has no active generation yet")
         with self.reading() as cursor:

@@ -16,7 +16,7 @@ from domain.certificate import CertificateRecord
 from domain.codes import DisclosureFormat, DisclosureRefusalGround
 from domain.commands import CommandResult
 from domain.disclosure import DisclosureRequest
-from domain.errors import InvalidCommand, NotFound
+from domain.errors import DomainError, InvalidCommand, NotFound
 from domain.identity import SubjectKey, deterministic_id
 from domain.package import build_package, package_digest
 from domain.provision import Provision, add_years
@@ -202,6 +202,36 @@ class RequestCommands(LedgerBase):
             return [record], record.id, {}
 
         return self._execute(cause, "record_access", [sorted(map(str, subject_ids)), endpoint], work)
+
+    def record_accesses(
+        self, accesses: Sequence[tuple[Sequence[UUID], str, Cause]]
+    ) -> list[CommandResult | DomainError]:
+        """Records several accesses (subject ids, endpoint, cause) in one transaction.
+
+        For a group commit of concurrent readers: each gets its own result, or
+        the error that refused its record (the others are recorded regardless).
+        """
+        outcomes: list[CommandResult | DomainError] = []
+        records: list[AccessRecord] = []
+        for subject_ids, endpoint, cause in accesses:
+            try:
+                if not isinstance(cause, Cause):
+                    raise InvalidCommand("every command needs its cause")
+                record = AccessRecord.record(
+                    access_id=uuid4(), subject_ids=subject_ids, endpoint=endpoint, cause=cause
+                )
+            except DomainError as refused:
+                outcomes.append(refused)
+                continue
+            records.append(record)
+            outcomes.append(CommandResult(record.id, None))
+        if records:
+            recordings = self.save(*records)
+            position = max((r.notification.id for r in recordings), default=None)
+            outcomes = [
+                CommandResult(o.id, position) if isinstance(o, CommandResult) else o for o in outcomes
+            ]
+        return outcomes
 
     # Reading ---------------------------------------------------------------
 
