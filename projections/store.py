@@ -327,6 +327,12 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
     def qualified(self, table: str) -> str:
         return f'"{self.datastore.schema}"."{table}"'
 
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        # No transaction: each read is one statement, one round trip (not BEGIN, SELECT, ROLLBACK).
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            yield cursor
+
 
 class SQLiteViewStore(SQLiteTrackingRecorder, _TrackingRecorderBacked, ViewStore):
     """Views in the embedded SQLite file, beside the event store."""

@@ -22,6 +22,8 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 KEYS_TABLE = "kiroku_subject_keys"
+#: Up to this many events are inserted with one INSERT ... RETURNING; more are copied.
+_FEW_EVENTS = 50
 
 
 def postgres_keys_table(schema: str) -> Identifier:
@@ -57,6 +59,16 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         self._copy_events_statement = SQL(
             "COPY {table} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(table=events_table)
+        self._insert_values_statement = SQL(
+            "INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES "
+        ).format(table=events_table)
+        self._lock_and_notify_statement = SQL(
+            "SET LOCAL lock_timeout = '{timeout}s'; LOCK TABLE {table} IN EXCLUSIVE MODE; NOTIFY {channel}"
+        ).format(
+            timeout=self.datastore.lock_timeout,
+            table=events_table,
+            channel=Identifier(self.channel_name),
+        )
         self._ids_after_statement = SQL(
             "SELECT notification_id FROM {table} WHERE notification_id > %s ORDER BY notification_id"
         ).format(table=events_table)
@@ -104,33 +116,47 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
 
         Unlike the library's insert this sends no pipeline (psycopg's pipeline
         can hang on a statement of several megabytes: psycopg/psycopg#685) and
-        writes the events with a binary ``COPY`` instead of an array of
-        composite values that psycopg builds in Python. The table is locked
-        first, as the library does, so notification ids follow commit order;
-        the ids this transaction got are read back in the events' order.
+        writes a batch's events with a binary ``COPY`` (a few events with one
+        ``INSERT``) instead of an array of composite values that psycopg
+        builds in Python. The table is locked first, as the library does, so
+        notification ids follow commit order; the ids this transaction got are
+        read back in the events' order.
         """
         ids: list[int] = []
         with self.datastore.transaction(commit=True) as curs:
             self._insert_events(curs, stored_events, **kwargs)
-            if stored_events:
-                self._lock_table(curs)
-                self._notify_channel(curs)
-                curs.execute(self.max_notification_id_statement)
-                row = curs.fetchone()
-                before = (row["max"] if row else None) or 0
-                with curs.copy(self._copy_events_statement) as copy:
-                    copy.set_types(["uuid", "int8", "text", "bytea"])
-                    for event in stored_events:
-                        copy.write_row(
-                            (event.originator_id, event.originator_version, event.topic, event.state)
-                        )
-                curs.execute(self._ids_after_statement, (before,))
-                ids = [r["notification_id"] for r in curs.fetchall()]
-                if len(ids) != len(stored_events):
-                    raise ProgrammingError(
-                        f"expected {len(stored_events)} notification ids, the table gave {len(ids)}"
-                    )
+            if not stored_events:
+                return ids
+            curs.execute(self._lock_and_notify_statement)  # one round trip, no parameters
+            if len(stored_events) <= _FEW_EVENTS:
+                ids = self._insert_few(curs, stored_events)
+            else:
+                ids = self._copy_many(curs, stored_events)
+            if len(ids) != len(stored_events):
+                raise ProgrammingError(
+                    f"expected {len(stored_events)} notification ids, the table gave {len(ids)}"
+                )
         return ids
+
+    def _insert_few(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> list[int]:
+        # A few events (an API command): one INSERT, whose RETURNING gives the ids in row order.
+        values = ", ".join(["(%s, %s, %s, %s)"] * len(stored_events))
+        curs.execute(
+            self._insert_values_statement + SQL(values) + SQL(" RETURNING notification_id"),
+            [v for e in stored_events for v in (e.originator_id, e.originator_version, e.topic, e.state)],
+        )
+        return [row["notification_id"] for row in curs.fetchall()]
+
+    def _copy_many(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> list[int]:
+        curs.execute(self.max_notification_id_statement)
+        row = curs.fetchone()
+        before = (row["max"] if row else None) or 0
+        with curs.copy(self._copy_events_statement) as copy:
+            copy.set_types(["uuid", "int8", "text", "bytea"])
+            for event in stored_events:
+                copy.write_row((event.originator_id, event.originator_version, event.topic, event.state))
+        curs.execute(self._ids_after_statement, (before,))
+        return [r["notification_id"] for r in curs.fetchall()]
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
