@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import routes_ledger, routes_ops, routes_records, routes_requests, routes_subjects
 from api.auth import TokenRegistry
@@ -18,6 +19,43 @@ from domain.application import Ledger
 from projections.service import Projections
 
 log = logging.getLogger("kiroku.api")
+
+
+class RequestLog:
+    """Logs each request's method, route template, status and time: never the query string or body.
+
+    Query strings and bodies may hold personal data (an e-mail address looked
+    up), so they never reach the log. A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            log.info(
+                "%s %s %s %.1fms",
+                scope["method"],
+                getattr(route, "path", "(no route)"),
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
 
 
 def create_app(
@@ -35,23 +73,7 @@ def create_app(
     app.state.context = Context(ledger, projections, tokens, clock, ingest_counters)
     install(app)
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Method, route template and status only: query strings and bodies may hold
-        # personal data (an e-mail address looked up), so they are never logged.
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "(no route)")
-        log.info(
-            "%s %s %s %.1fms",
-            request.method,
-            template,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
-
+    app.add_middleware(RequestLog)
     for module in (routes_ops, routes_subjects, routes_records, routes_ledger, routes_requests):
         app.include_router(module.router)
     return app
