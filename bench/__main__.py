@@ -14,10 +14,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=8, help="query: concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="query: requests per client")
+    parser.add_argument("--api-workers", type=int, default=2, help="query: API worker processes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.benchmark == "query":
-        query.main(args.events, args.clients, args.requests)
+        query.main(args.events, args.clients, args.requests, args.api_workers)
     else:
         {"ingest": ingest.main, "rebuild": rebuild.main}[args.benchmark](args.events)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import multiprocessing
-import multiprocessing.process
+import os
 import random
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -17,9 +18,7 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import httpx
-import uvicorn
 
-from api.app import create_app
 from api.auth import TokenRegistry
 from bench.common import fresh_ledger, result_line, say, seed
 from consumers.contract import Contract
@@ -27,9 +26,7 @@ from consumers.synthetic import Traffic
 from domain.application import Ledger
 from domain.cause import Cause
 from domain.identity import SubjectKey
-from kiroku.bootstrap import build_ledger
 from kiroku.broker import free_port
-from kiroku.settings import Settings
 from projections.service import Projections
 
 KINDS = ["lookup", "subject", "certificate", "audit", "package"]
@@ -158,20 +155,11 @@ async def _load(base: str, token: str, to: Targets, clients: int, requests: int)
     return summary(timings, errors)
 
 
-def serve(env: dict[str, str], tokens: str, port: int) -> None:
-    """The API in a process of its own, on the benchmark's store, as ``kiroku run`` serves it."""
-    logging.basicConfig(level=logging.WARNING)
-    ledger = build_ledger(Settings.from_env(env))
-    projections = Projections(ledger)
-    app = create_app(ledger, projections, TokenRegistry.load(Path(tokens)))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-def _wait_until_up(base: str, server: multiprocessing.process.BaseProcess) -> None:
+def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if not server.is_alive():
-            raise RuntimeError("the API process ended before it served")
+        if server.poll() is not None:
+            raise RuntimeError(f"the API process ended (exit {server.returncode}) before it served")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return
@@ -181,7 +169,7 @@ def _wait_until_up(base: str, server: multiprocessing.process.BaseProcess) -> No
     raise RuntimeError("the API process did not come up within 60 s")
 
 
-def run(events: int, clients: int = 8, requests_per_client: int = 100) -> dict[str, Any]:
+def run(events: int, clients: int = 8, requests_per_client: int = 100, workers: int = 2) -> dict[str, Any]:
     env: dict[str, str] = {}
     with fresh_ledger(env) as ledger, TemporaryDirectory() as tmp:
         say(f"seeding at least {events} events and building the views (not timed)")
@@ -194,18 +182,29 @@ def run(events: int, clients: int = 8, requests_per_client: int = 100) -> dict[s
         token = TokenRegistry.add(tokens, "bench", "officer")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        # The API runs in a process of its own, as in production; the clients run here.
-        server = multiprocessing.get_context("spawn").Process(target=serve, args=(env, str(tokens), port))
-        server.start()
+        # The API runs as `kiroku api` does in production, in processes of its own; the clients run here.
+        server = subprocess.Popen(  # noqa: S603 - a fixed command of this repository
+            [sys.executable, "-m", "kiroku.cli", "api", "--workers", str(workers)],
+            env={**os.environ, **env, "KIROKU_TOKENS_FILE": str(tokens), "KIROKU_HTTP_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait_until_up(base, server)
-            say(f"{clients} clients, {requests_per_client} requests each")
+            say(f"{clients} clients, {requests_per_client} requests each, {workers} API worker processes")
             figures = asyncio.run(_load(base, token, to, clients, requests_per_client))
         finally:
-            server.terminate()
-            server.join(timeout=10)
-    return {"bench": "query", "events": events, "stored_events": stored, "clients": clients, **figures}
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    return {
+        "bench": "query",
+        "events": events,
+        "stored_events": stored,
+        "clients": clients,
+        "api_workers": workers,
+        **figures,
+    }
 
 
-def main(events: int, clients: int = 8, requests: int = 100) -> None:
-    result_line(run(events, clients, requests))
+def main(events: int, clients: int = 8, requests: int = 100, workers: int = 2) -> None:
+    result_line(run(events, clients, requests, workers))

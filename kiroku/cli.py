@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Sequence
 
 from api.auth import ROLES, TokenFileError, TokenRegistry
+from api.serve import serve as serve_api
 from domain.errors import DomainError
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
@@ -25,6 +26,19 @@ log = logging.getLogger("kiroku")
 def _run(args: argparse.Namespace) -> int:
     """The service's main job: ingest, views and the HTTP API."""
     return run_service(Settings.from_env(dict(os.environ)), demo=args.demo)
+
+
+def _api(args: argparse.Namespace) -> int:
+    """The HTTP API alone, in worker processes of its own."""
+    if not 1 <= args.workers <= 64:
+        raise SettingsError("--workers: must be 1-64")
+    settings = Settings.from_env(dict(os.environ))
+    build_ledger(settings).close()  # the store is reachable and its tables exist, before any worker starts
+    try:
+        TokenRegistry.load(settings.tokens_file)
+    except TokenFileError as exc:
+        raise SettingsError(f"KIROKU_TOKENS_FILE: {exc}") from None
+    return serve_api(settings, args.workers)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -69,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="publish synthetic upstream traffic and print a token"
     )
     run.set_defaults(func=_run)
+    api = sub.add_parser(
+        "api", help="the HTTP API alone, in several worker processes (views kept by `kiroku projections run`)"
+    )
+    api.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    api.set_defaults(func=_api)
     demo = sub.add_parser("demo", help="a printed walk through the lifecycle the policy describes")
     demo.add_argument(
         "--database-url",

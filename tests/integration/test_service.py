@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
@@ -12,7 +13,12 @@ from pathlib import Path
 
 import httpx
 
+from api.auth import TokenRegistry
+from kiroku.bootstrap import build_ledger
 from kiroku.broker import free_port
+from kiroku.settings import Settings
+from projections.service import Projections
+from tests.helpers import publish_policy
 
 
 def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Path) -> None:
@@ -84,3 +90,56 @@ def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Pa
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=90)
     assert code == 0, log.read_text()[-3000:]
+
+
+def test_the_api_alone_serves_from_several_workers_and_stops_on_sigterm(
+    tmp_path: Path, postgres_url: str, postgres_schema: str
+) -> None:
+    """``kiroku api --workers 2``: the views another process keeps, read through two worker processes."""
+    keys = {
+        "KIROKU_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "KIROKU_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    settings = {
+        **keys,
+        "DATABASE_URL": f"{postgres_url}?schema={postgres_schema}",
+        "KIROKU_TOKENS_FILE": str(tmp_path / "tokens.json"),
+    }
+    ledger = build_ledger(Settings.from_env(settings))
+    publish_policy(ledger)
+    Projections(ledger).catch_up()
+    ledger.close()
+    token = TokenRegistry.add(tmp_path / "tokens.json", "auditor-1", "auditor")
+    port = free_port()
+    env = {**os.environ, **settings, "KIROKU_HTTP_PORT": str(port)}
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kiroku.cli", "api", "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        headers = {"Authorization": f"Bearer {token}"}
+        pages = [
+            httpx.get(f"{base}/audit", params={"limit": 5}, headers=headers, timeout=10) for _ in range(20)
+        ]
+        assert {p.status_code for p in pages} == {200}, log.read_text()[-2000:]
+        assert pages[0].json()["items"][0]["event_type"] == "PolicyCatalogue.Published"
+        assert httpx.get(f"{base}/audit", timeout=10).status_code == 401
+        text = log.read_text()
+        assert "2 worker processes" in text
+        assert len(set(re.findall(r"Started server process \[(\d+)\]", text))) == 2, text[-2000:]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0, log.read_text()[-2000:]
