@@ -21,6 +21,7 @@ import httpx
 
 from api.auth import TokenRegistry
 from bench.common import fresh_ledger, result_line, say, seed
+from bench.http_client import Connection, Reply
 from consumers.contract import Contract
 from consumers.synthetic import Traffic
 from domain.application import Ledger
@@ -70,17 +71,17 @@ def targets(ledger: Ledger, projections: Projections, messages: int, packages: i
 
 
 async def ask(
-    http: httpx.AsyncClient, kind: str, chance: random.Random, to: Targets, pending: list[str]
-) -> httpx.Response | None:
+    http: Connection, kind: str, chance: random.Random, to: Targets, pending: list[str]
+) -> Reply | None:
     if kind == "lookup":
-        return await http.get("/subjects", params={"email": chance.choice(to.people)})
+        return await http.request("GET", "/subjects", {"email": chance.choice(to.people)})
     if kind == "subject":
-        return await http.get(f"/subjects/{chance.choice(to.subject_ids)}")
+        return await http.request("GET", f"/subjects/{chance.choice(to.subject_ids)}")
     if kind == "certificate":
-        return await http.get(f"/certificates/{chance.choice(to.records)}")
+        return await http.request("GET", f"/certificates/{chance.choice(to.records)}")
     if kind == "audit":
-        return await http.get("/audit", params={"limit": 100})
-    return await http.post(f"/disclosures/{pending.pop()}/fulfilment") if pending else None
+        return await http.request("GET", "/audit", {"limit": "100"})
+    return await http.request("POST", f"/disclosures/{pending.pop()}/fulfilment") if pending else None
 
 
 def summary(timings: dict[str, list[float]], errors: dict[str, int]) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def summary(timings: dict[str, list[float]], errors: dict[str, int]) -> dict[str
 
 
 async def _client(
-    http: httpx.AsyncClient,
+    http: Connection,
     number: int,
     *,
     clients: int,
@@ -126,32 +127,31 @@ async def _client(
         if response is None:
             continue
         timings[kind].append((time.perf_counter() - started) * 1000)
-        if response.status_code >= 400:
+        if response.status >= 400:
             errors[kind] += 1
 
 
-async def _load(base: str, token: str, to: Targets, clients: int, requests: int) -> dict[str, Any]:
+async def _load(port: int, token: str, to: Targets, clients: int, requests: int) -> dict[str, Any]:
     timings: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30, limits=limits) as http:
-        # A short warm-up, not counted: the first requests open connections and prepare statements.
-        warm: dict[str, list[float]] = defaultdict(list)
-        await asyncio.gather(
-            *(
-                _client(
-                    http, 100 + n, clients=clients, requests=5, to=to, timings=warm, errors=defaultdict(int)
-                )
-                for n in range(clients)
-            )
+    connections = [Connection("127.0.0.1", port, headers) for _ in range(clients)]
+    # A short warm-up, not counted: the first requests open connections and prepare statements.
+    warm: dict[str, list[float]] = defaultdict(list)
+    await asyncio.gather(
+        *(
+            _client(c, 100 + n, clients=clients, requests=5, to=to, timings=warm, errors=defaultdict(int))
+            for n, c in enumerate(connections)
         )
-        await asyncio.gather(
-            *(
-                _client(http, n, clients=clients, requests=requests, to=to, timings=timings, errors=errors)
-                for n in range(clients)
-            )
+    )
+    await asyncio.gather(
+        *(
+            _client(c, n, clients=clients, requests=requests, to=to, timings=timings, errors=errors)
+            for n, c in enumerate(connections)
         )
+    )
+    for connection in connections:
+        await connection.close()
     return summary(timings, errors)
 
 
@@ -192,7 +192,7 @@ def run(events: int, clients: int = 8, requests_per_client: int = 100, workers: 
         try:
             _wait_until_up(base, server)
             say(f"{clients} clients, {requests_per_client} requests each, {workers} API worker processes")
-            figures = asyncio.run(_load(base, token, to, clients, requests_per_client))
+            figures = asyncio.run(_load(port, token, to, clients, requests_per_client))
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
