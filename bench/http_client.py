@@ -10,6 +10,7 @@ on a kept-alive connection, and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -28,11 +29,25 @@ class Connection:
         self.fixed = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.reconnects = 0
 
     async def request(self, method: str, path: str, params: dict[str, str] | None = None) -> Reply:
+        reused = self.writer is not None
+        try:
+            return await self._exchange(method, path, params)
+        except (ConnectionResetError, asyncio.IncompleteReadError):
+            # The server may close a kept-alive connection at any moment; as any HTTP
+            # client does, send a GET again once on a new connection (never a POST).
+            await self.close()
+            if not reused or method != "GET":
+                raise
+            self.reconnects += 1
+            return await self._exchange(method, path, params)
+
+    async def _exchange(self, method: str, path: str, params: dict[str, str] | None) -> Reply:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
+        assert self.reader is not None and self.writer is not None
         target = f"{path}?{urlencode(params)}" if params else path
         length = "Content-Length: 0\r\n" if method in {"POST", "PUT"} else ""
         self.writer.write(f"{method} {target} HTTP/1.1\r\n{self.fixed}{length}\r\n".encode())
@@ -63,7 +78,8 @@ class Connection:
             parts.append(chunk[:-2])
 
     async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
-        self.reader = self.writer = None
+        writer, self.reader, self.writer = self.writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

@@ -152,7 +152,10 @@ async def _load(port: int, token: str, to: Targets, clients: int, requests: int)
     )
     for connection in connections:
         await connection.close()
-    return summary(timings, errors)
+    reconnects = sum(c.reconnects for c in connections)
+    if reconnects:
+        say(f"  the server closed a kept-alive connection {reconnects} time(s); those GETs were sent again")
+    return {**summary(timings, errors), "reconnects": reconnects}
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[bytes]) -> None:
@@ -183,16 +186,21 @@ def run(events: int, clients: int = 8, requests_per_client: int = 100, workers: 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         # The API runs as `kiroku api` does in production, in processes of its own; the clients run here.
-        server = subprocess.Popen(  # noqa: S603 - a fixed command of this repository
-            [sys.executable, "-m", "kiroku.cli", "api", "--workers", str(workers)],
-            env={**os.environ, **env, "KIROKU_TOKENS_FILE": str(tokens), "KIROKU_HTTP_PORT": str(port)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server_log = Path(tmp) / "api.log"
+        with server_log.open("wb") as out:
+            server = subprocess.Popen(  # noqa: S603 - a fixed command of this repository
+                [sys.executable, "-m", "kiroku.cli", "api", "--workers", str(workers)],
+                env={**os.environ, **env, "KIROKU_TOKENS_FILE": str(tokens), "KIROKU_HTTP_PORT": str(port)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             _wait_until_up(base, server)
             say(f"{clients} clients, {requests_per_client} requests each, {workers} API worker processes")
             figures = asyncio.run(_load(port, token, to, clients, requests_per_client))
+        except BaseException:
+            say("the API's log ends:\n" + server_log.read_text(errors="replace")[-3000:])
+            raise
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)

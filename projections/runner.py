@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 
 from domain.application import Ledger
+from kiroku.persistence.ddl_lock import ddl_lock
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
 from projections.store import Generation, PostgresViewStore, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View
@@ -35,19 +36,21 @@ log = logging.getLogger("kiroku.projections")
 def view_store_for(ledger: Ledger) -> ViewStore:
     """The view store in the ledger's own database."""
     recorder = ledger.recorder
-    store: ViewStore
     if isinstance(recorder, KirokuPostgresRecorder):
         pg = PostgresViewStore(recorder.datastore)
-        pg.create_table()
-        store = pg
-    elif isinstance(recorder, KirokuSQLiteRecorder):
+        kwargs = recorder.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)
+        # Creating the tables: one process at a time (the API's workers start together).
+        with ddl_lock(kwargs, recorder.datastore.schema or "public"):
+            pg.create_table()
+            pg.prepare()
+        return pg
+    if isinstance(recorder, KirokuSQLiteRecorder):
         lite = SQLiteViewStore(recorder.datastore)
         lite.create_table()
-        store = lite
-    else:
-        raise TypeError(f"no view store for {type(recorder).__name__}")
-    store.prepare()
-    return store
+        lite.prepare()
+        return lite
+    raise TypeError(f"no view store for {type(recorder).__name__}")
 
 
 class ViewRunner:

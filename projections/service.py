@@ -249,6 +249,10 @@ class Projections:
 
     def subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A subject now: items (opened; ``[erased]`` once erased), records, open requests, holds in force."""
+        with self.store.pinned():
+            return self._subject(subject_id, at)
+
+    def _subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
         where = {"subject_id": str(subject_id)}
         found = self.rows("subjects", "subjects", where)
         if not found:
@@ -299,6 +303,10 @@ class Projections:
 
     def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A certificate record now: ``status`` says expired once ``not_after`` has passed."""
+        with self.store.pinned():
+            return self._certificate(record_id, at)
+
+    def _certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
         found = self.rows("certificates", "certificates", {"record_id": str(record_id)})
         if not found:
             return None

@@ -10,6 +10,7 @@ event's notification id and type, until an operator retries it.
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -109,6 +110,11 @@ class ViewStore:
     """The backend-neutral part: generations, status, applying a page of events."""
 
     dialect: Dialect
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Inside the block, this thread's reads may share one connection (PostgreSQL does)."""
+        yield
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Any]: ...
@@ -323,6 +329,7 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
         self, datastore: PostgresDatastore, *, tracking_table_name: str = "kiroku_view_tracking"
     ) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name)
+        self._pinned = threading.local()
 
     def qualified(self, table: str) -> str:
         return f'"{self.datastore.schema}"."{table}"'
@@ -330,8 +337,25 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
     @contextmanager
     def reading(self) -> Iterator[Any]:
         # No transaction: each read is one statement, one round trip (not BEGIN, SELECT, ROLLBACK).
+        pinned = getattr(self._pinned, "cursor", None)
+        if pinned is not None:
+            yield pinned
+            return
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             yield cursor
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Inside the block, this thread's reads share one connection (one pool checkout, not one each)."""
+        if getattr(self._pinned, "cursor", None) is not None:
+            yield
+            return
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            self._pinned.cursor = cursor
+            try:
+                yield
+            finally:
+                self._pinned.cursor = None
 
 
 class SQLiteViewStore(SQLiteTrackingRecorder, _TrackingRecorderBacked, ViewStore):

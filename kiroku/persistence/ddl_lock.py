@@ -1,0 +1,32 @@
+"""One process at a time creates kiroku's tables in a schema.
+
+``CREATE TABLE IF NOT EXISTS`` (and the types and functions beside it) is not
+safe to run from two sessions at once: PostgreSQL can fail the second with
+"tuple concurrently updated" or a duplicate key in its catalogue. Processes
+that start together (the API's workers, ingest beside the view runners) take
+this session-level advisory lock while they create tables.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+
+def ddl_lock_key(schema: str) -> int:
+    return zlib.crc32(f"kiroku-ddl:{schema}".encode())
+
+
+@contextmanager
+def ddl_lock(connect: dict[str, Any], schema: str) -> Iterator[None]:
+    """Holds the schema's table-creation lock (a connection of its own) for the block."""
+    with psycopg.connect(**connect, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (ddl_lock_key(schema),))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (ddl_lock_key(schema),))
