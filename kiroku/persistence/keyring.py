@@ -182,7 +182,8 @@ class PostgresKeyRing(_KeyTable):
         ]
 
     def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
-        with self.datastore.transaction(commit=False) as curs:
+        # One statement, no transaction around it: one round trip for every reader.
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_many, (subject_ids,))
             rows = curs.fetchall()
         return [
