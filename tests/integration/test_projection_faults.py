@@ -36,6 +36,32 @@ def caught_up(projections: Projections) -> bool:
     return all(s.state == "active" and s.lag == 0 for s in projections.status())
 
 
+def applied_and_left(projections: Projections) -> tuple[int, int]:
+    """Events applied over every view generation being kept up, and events still to apply."""
+    status = projections.status()
+    return sum(s.position for s in status), sum(s.lag for s in status)
+
+
+def kill_mid_build(projections: Projections, chance: random.Random, process: subprocess.Popen[bytes]) -> bool:
+    """Kills the process once it has applied a random share of what is left; False if it caught up first.
+
+    By progress, not by time: the views build in a second or two, so a kill
+    after a fixed pause would often come after the end.
+    """
+    start, left = applied_and_left(projections)
+    target = start + max(1, int(left * chance.uniform(0.1, 0.3)))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if caught_up(projections):
+            return False
+        if applied_and_left(projections)[0] >= target:
+            break
+        time.sleep(0.01)
+    process.kill()
+    process.wait(30)
+    return True
+
+
 @pytest.mark.slow
 def test_a_projection_process_killed_and_restarted_ends_as_the_rebuild(
     postgres_url: str, postgres_schema: str, tmp_path: Path
@@ -68,13 +94,10 @@ def test_a_projection_process_killed_and_restarted_ends_as_the_rebuild(
     log = (tmp_path / "projections.log").open("ab")
     for _ in range(4):
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        time.sleep(chance.uniform(1.0, 3.0))
-        if caught_up(projections):
+        if not kill_mid_build(projections, chance, process):
             process.send_signal(signal.SIGTERM)
             process.wait(30)
             break
-        process.kill()
-        process.wait(30)
         kills += 1
     else:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
