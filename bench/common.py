@@ -22,6 +22,7 @@ from consumers.synthetic import Traffic
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
+from kiroku.persistence.recorders import KirokuPostgresRecorder
 from kiroku.policy_text import publish_current_policy
 from kiroku.settings import Settings
 
@@ -86,6 +87,23 @@ def seed(ledger: Ledger, events: int, seed_value: int = 1, batch: int = 1000) ->
     return ledger.recorder.max_notification_id() or 0
 
 
+def settle(ledger: Ledger) -> None:
+    """VACUUM and ANALYZE the store's tables, as a database in steady state has them (not timed).
+
+    Right after a bulk load, autovacuum would otherwise start in the middle of
+    a measurement, and the planner would have no statistics yet.
+    """
+    recorder = ledger.recorder
+    if not isinstance(recorder, KirokuPostgresRecorder):
+        return
+    schema = recorder.datastore.schema
+    url = os.environ.get("DATABASE_URL") or DEFAULT_URL
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall()
+        for (table,) in tables:
+            conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, table)))
+
+
 def ingest_settings(bootstrap: str) -> IngestSettings:
     return IngestSettings(
         bootstrap_servers=bootstrap,
@@ -95,4 +113,4 @@ def ingest_settings(bootstrap: str) -> IngestSettings:
     )
 
 
-__all__ = ["Ingest", "fresh_ledger", "ingest_settings", "peak_rss_mb", "result_line", "say", "seed"]
+__all__ = ["Ingest", "fresh_ledger", "ingest_settings", "peak_rss_mb", "result_line", "say", "seed", "settle"]

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from api.auth import TokenRegistry
-from bench.common import fresh_ledger, result_line, say, seed
+from bench.common import fresh_ledger, result_line, say, seed, settle
 from bench.http_client import Connection, Reply
 from consumers.contract import Contract
 from consumers.synthetic import Traffic
@@ -140,7 +140,7 @@ async def _load(port: int, token: str, to: Targets, clients: int, requests: int)
     warm: dict[str, list[float]] = defaultdict(list)
     await asyncio.gather(
         *(
-            _client(c, 100 + n, clients=clients, requests=5, to=to, timings=warm, errors=defaultdict(int))
+            _client(c, 100 + n, clients=clients, requests=25, to=to, timings=warm, errors=defaultdict(int))
             for n, c in enumerate(connections)
         )
     )
@@ -179,6 +179,8 @@ def run(events: int, clients: int = 8, requests_per_client: int = 100, workers: 
         stored = seed(ledger, events)
         projections = Projections(ledger, page_size=5000)
         projections.rebuild_views()
+        say("VACUUM ANALYZE (not timed)")
+        settle(ledger)
         to = targets(ledger, projections, events // 3, packages=clients * 5)
         say(f"{len(to.subject_ids)} subjects, {len(to.records)} certificates, {len(to.disclosures)} packages")
         tokens = Path(tmp) / "tokens.json"
