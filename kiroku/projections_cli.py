@@ -13,8 +13,10 @@ from types import FrameType
 from typing import Any
 
 from kiroku.bootstrap import build_ledger
+from kiroku.rebuild import RebuildStopped, rebuild_in_processes
 from kiroku.settings import Settings
 from projections.service import Projections
+from projections.store import ViewStopped
 
 log = logging.getLogger("kiroku")
 
@@ -81,7 +83,18 @@ def rebuild(args: argparse.Namespace) -> int:
         return 2
     names = args.views or list(projections.views)
     label = ", ".join(names) if args.views else "every view"
-    generations = projections.rebuild_views(names, progress)
+    try:
+        if args.processes > 1:
+            settings = Settings.from_env(dict(os.environ))
+            generations = rebuild_in_processes(settings, projections, names, args.processes, progress)
+        else:
+            generations = projections.rebuild_views(names, progress)
+    except (ViewStopped, RebuildStopped) as stopped:
+        if show:
+            sys.stderr.write("\n")
+        print(f"kiroku projections rebuild: {stopped}; the other views were rebuilt", file=sys.stderr)
+        projections.ledger.close()
+        return 1
     if show:
         sys.stderr.write("\n")
     for name, generation in generations.items():
@@ -114,6 +127,14 @@ def register(sub: Any) -> None:
         "rebuild", help="build views again beside the old ones (in one pass), then switch readers"
     )
     b.add_argument("views", nargs="*", help="only these views (default: every view)")
+    b.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="share the views out among N processes (1-8; default 1)",
+    )
     b.add_argument(
         "--progress", action="store_true", help="show the progress bar even when not on a terminal"
     )

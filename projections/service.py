@@ -147,16 +147,26 @@ class Projections:
         """
         wanted = names or list(self.views)
         building = {name: self.store.new_generation(self.view(name)) for name in wanted}
-        stops: list[ViewStopped] = []
-        # SQLite takes one writer at a time: there the views' pages take turns.
-        parallel = 1 if isinstance(self.store, SQLiteViewStore) else max(len(building), 1)
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rebuild") as workers:
-            self._rebuild_pages(building, stops, workers, progress)
+        stops = self.build(building, progress)
         for generation in building.values():
             self.store.activate(generation)
         if stops:
             raise stops[0]
         return building
+
+    def build(
+        self, building: dict[str, Generation], progress: Callable[[int, int, float], None] | None = None
+    ) -> list[ViewStopped]:
+        """Builds these new generations from the first event, in one pass; activates none of them.
+
+        A view that stops is taken out of ``building``; the stops are returned.
+        """
+        stops: list[ViewStopped] = []
+        # SQLite takes one writer at a time: there the views' pages take turns.
+        parallel = 1 if isinstance(self.store, SQLiteViewStore) else max(len(building), 1)
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rebuild") as workers:
+            self._rebuild_pages(building, stops, workers, progress)
+        return stops
 
     def _rebuild_pages(
         self,
