@@ -257,6 +257,24 @@ class LedgerBase(Application[UUID]):
             return None
         return aggregate
 
+    def _read_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate | None]:
+        """These aggregates as stored now, read in one query where the recorder can (else one each)."""
+        recorder = self.recorder
+        if not isinstance(recorder, HasEventsOf):
+            return {aggregate_id: self._read(aggregate_id) for aggregate_id in aggregate_ids}
+        by_id: dict[UUID, list[Any]] = {}
+        for stored in recorder.events_of(aggregate_ids):
+            by_id.setdefault(UUID(str(stored.originator_id)), []).append(stored)
+        found: dict[UUID, Aggregate | None] = {}
+        for aggregate_id in aggregate_ids:
+            stored_events = by_id.get(aggregate_id)
+            found[aggregate_id] = (
+                project_aggregate(None, map(self.mapper.to_domain_event, stored_events))
+                if stored_events
+                else None
+            )
+        return found
+
     def prefetch(self, aggregate_ids: Iterable[UUID], *, subject_ids: Iterable[UUID] = ()) -> None:
         """Inside a batch, reads these aggregates in one query instead of one query each.
 
@@ -272,18 +290,8 @@ class LedgerBase(Application[UUID]):
         wanted = [
             i for i in dict.fromkeys(aggregate_ids) if i not in batch.read and i not in batch.aggregates
         ]
-        recorder = self.recorder
-        if wanted and isinstance(recorder, HasEventsOf):
-            by_id: dict[UUID, list[Any]] = {}
-            for stored in recorder.events_of(wanted):
-                by_id.setdefault(UUID(str(stored.originator_id)), []).append(stored)
-            for aggregate_id in wanted:
-                stored_events = by_id.get(aggregate_id)
-                batch.read[aggregate_id] = (
-                    project_aggregate(None, map(self.mapper.to_domain_event, stored_events))
-                    if stored_events
-                    else None
-                )
+        if wanted and isinstance(self.recorder, HasEventsOf):
+            batch.read.update(self._read_many(wanted))
         pairs = []
         for subject_id in dict.fromkeys(subject_ids):
             known = batch.aggregates.get(subject_id, batch.read.get(subject_id))

@@ -253,15 +253,20 @@ class RequestCommands(LedgerBase):
         subject = load(subject_id)
         if not isinstance(subject, DataSubject):
             raise NotFound(f"data subject {subject_id} not found" + (" at that moment" if as_of else ""))
+        wanted = [*subject.record_ids, *(provision_id for provision_id, _, _ in subject.provisions)]
+        if as_of is None and self._batch is None:
+            found: dict[UUID, Any] = self._read_many(wanted)  # one query for all of them
+        else:
+            found = {aggregate_id: load(aggregate_id) for aggregate_id in wanted}
         holders: list[CertificateRecord | AcmeAccount] = []
         for holder_id in subject.record_ids:
-            holder = load(holder_id)
+            holder = found[holder_id]
             if not isinstance(holder, CertificateRecord | AcmeAccount):
                 raise NotFound(f"record {holder_id} of subject {subject_id} not found")
             holders.append(holder)
         provisions = []
         for provision_id, _, _ in subject.provisions:
-            provision = load(provision_id)
+            provision = found[provision_id]
             if not isinstance(provision, Provision):
                 raise NotFound(f"provision {provision_id} not found")
             provisions.append(provision)
