@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from domain.application import Ledger
-from kiroku.persistence.ddl_lock import ddl_lock
+from kiroku.persistence.ddl_lock import ddl_lock, ddl_lock_key
 from kiroku.persistence.keyring import keyring_for
 from kiroku.settings import Settings
 
@@ -36,7 +36,12 @@ def _prepare_postgres(settings: Settings) -> None:
     try:
         with psycopg.connect(**_connect_arguments(settings), autocommit=True) as conn:
             if db.schema:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))
+                # Under the schema's table-creation lock: CREATE SCHEMA IF NOT EXISTS races too.
+                conn.execute("SELECT pg_advisory_lock(%s)", (ddl_lock_key(db.schema),))
+                try:
+                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (ddl_lock_key(db.schema),))
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(f"cannot reach {db.describe()}: {exc.__class__.__name__}") from exc
 
