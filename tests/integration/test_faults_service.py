@@ -28,7 +28,7 @@ from projections.sql import Writer
 from tests.helpers import publish_policy
 from tests.integration.kafka_support import publish, receipts
 from tests.integration.test_ingest_faults import caught_up as ingest_caught_up
-from tests.integration.test_ingest_faults import end_offsets
+from tests.integration.test_ingest_faults import end_offsets, kill_mid_ingest
 
 
 def rows(projections: Projections, name: str, generation_number: int) -> dict[str, list[dict[str, Any]]]:
@@ -58,8 +58,9 @@ def test_the_service_killed_under_load_serves_again_and_its_views_equal_a_rebuil
     ledger = build_ledger(Settings.from_env(env))
     publish_policy(ledger)
     token = TokenRegistry.add(tmp_path / "tokens.json", "load", "officer")
-    messages = list(Traffic(Contract.load(), seed=71).messages(3000))
+    messages = list(Traffic(Contract.load(), seed=71).messages(6000))
     publish(kafka, messages)
+    ends = end_offsets(kafka)
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
     stop_load = threading.Event()
     served: list[int] = []
@@ -77,14 +78,18 @@ def test_the_service_killed_under_load_serves_again_and_its_views_equal_a_rebuil
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
     chance = random.Random(9)
+    kills = 0
     try:
         for _ in range(2):
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-            time.sleep(chance.uniform(6.0, 9.0))
-            process.kill()
-            process.wait(30)
+            # Killed part-way through ingest (by progress: a fixed pause could come after the end).
+            if kill_mid_ingest(ledger, ends, chance, process.kill):
+                kills += 1
+                process.wait(30)
+            else:
+                process.send_signal(signal.SIGTERM)
+                process.wait(60)
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        ends = end_offsets(kafka)
         projections = Projections(ledger)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (
@@ -98,6 +103,7 @@ def test_the_service_killed_under_load_serves_again_and_its_views_equal_a_rebuil
     finally:
         stop_load.set()
         loader.join(10)
+    assert kills == 2, "killed twice mid-ingest"
     assert served and all(code < 500 for code in served)
     recorded = receipts(ledger)
     assert len(recorded) == len(set(recorded)) == len(messages), "every message once, across two kills"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -63,9 +64,9 @@ def recorded_offsets(ledger: Ledger, ends: dict[str, int]) -> int:
 
 
 def kill_mid_ingest(
-    ledger: Ledger, ends: dict[str, int], chance: random.Random, process: ConsumeProcess
+    ledger: Ledger, ends: dict[str, int], chance: random.Random, kill: Callable[[], None]
 ) -> bool:
-    """Kills the consumer once it has recorded a random share of what is left; False if it caught up first.
+    """Kills (calls ``kill``) once a random share of what is left is recorded; False if it caught up first.
 
     By progress, not by time: ingest is fast enough that a kill after a fixed
     pause would often come after the end.
@@ -80,7 +81,7 @@ def kill_mid_ingest(
         if recorded_offsets(ledger, ends) >= target:
             break
         time.sleep(0.02)
-    process.kill()
+    kill()
     return True
 
 
@@ -153,7 +154,7 @@ def test_a_consumer_killed_at_random_points_records_every_message_once(
     kills = 0
     for _ in range(5):
         process.start()
-        if not kill_mid_ingest(ledger, ends, chance, process):
+        if not kill_mid_ingest(ledger, ends, chance, process.kill):
             break
         kills += 1
     if process.process is None or process.process.poll() is not None:
