@@ -346,16 +346,23 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
 
     @contextmanager
     def pinned(self) -> Iterator[None]:
-        """Inside the block, this thread's reads share one connection (one pool checkout, not one each)."""
+        """Inside the block, this thread's reads share one connection and one snapshot.
+
+        One pool checkout instead of one per read, and a read-only repeatable-read
+        transaction, so the reads of one answer (a subject's items, records and
+        holds) all see the views as they were at one moment.
+        """
         if getattr(self._pinned, "cursor", None) is not None:
             yield
             return
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             self._pinned.cursor = cursor
             try:
                 yield
             finally:
                 self._pinned.cursor = None
+                cursor.execute("ROLLBACK")
 
 
 class SQLiteViewStore(SQLiteTrackingRecorder, _TrackingRecorderBacked, ViewStore):

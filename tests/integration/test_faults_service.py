@@ -104,7 +104,12 @@ def test_the_service_killed_under_load_serves_again_and_its_views_equal_a_rebuil
         stop_load.set()
         loader.join(10)
     assert kills == 2, "killed twice mid-ingest"
-    assert served and all(code < 500 for code in served)
+    # 503 (the view not built yet) is right only before the audit trail was first built; a kill
+    # after that leaves its generation active, so a restarted process serves it at once.
+    assert 200 in served, "the API served the audit trail"
+    first = served.index(200)
+    assert set(served[:first]) <= {503}, f"before the first build: {sorted(set(served[:first]))}"
+    assert all(code < 500 for code in served[first:]), "no server error once the view was built"
     recorded = receipts(ledger)
     assert len(recorded) == len(set(recorded)) == len(messages), "every message once, across two kills"
     for name in projections.views:
