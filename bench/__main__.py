@@ -15,12 +15,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="query: concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="query: requests per client")
     parser.add_argument("--api-workers", type=int, default=2, help="query: API worker processes")
+    parser.add_argument("--processes", type=int, default=2, help="ingest: kiroku consume processes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.benchmark == "query":
         query.main(args.events, args.clients, args.requests, args.api_workers)
+    elif args.benchmark == "ingest":
+        ingest.main(args.events, args.processes)
     else:
-        {"ingest": ingest.main, "rebuild": rebuild.main}[args.benchmark](args.events)
+        rebuild.main(args.events)
 
 
 if __name__ == "__main__":

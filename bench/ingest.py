@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import fresh_ledger, ingest_settings, peak_rss_mb, result_line, say
 from consumers.contract import Contract
 from consumers.ingest import Ingest
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
+from domain.application import Ledger
 from kiroku.broker import TansuBroker
 
 
@@ -40,7 +47,80 @@ def ceiling(bootstrap: str, count: int, contract: Contract) -> float:
     return count / (time.monotonic() - started)
 
 
-def run(events: int) -> dict[str, Any]:
+def _recorded(ledger: Ledger, ends: dict[TopicPartition, int]) -> int:
+    """Messages behind the recorded positions (the tracking records), over every partition."""
+    done = 0
+    for tp in ends:
+        position = ledger.tracked_position(f"{tp.topic}:{tp.partition}")
+        done += 0 if position is None else position + 1
+    return done
+
+
+def _end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    partitions = [
+        TopicPartition(t, p) for t in UPSTREAM_TOPICS for p in consumer.partitions_for_topic(t) or []
+    ]
+    ends: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+    consumer.close()
+    return ends
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident set (VmHWM), in MB; 0 where /proc does not tell."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
+    """Messages per second of ``processes`` `kiroku consume` processes in one group, and their peak RSS (MB).
+
+    Timed from the first batch recorded (the group's joins are left out) until
+    every message is recorded, read from the tracking records in the store; the
+    messages of that first batch are not counted.
+    """
+    env: dict[str, str] = {}
+    with fresh_ledger(env) as ledger:
+        ends = _end_offsets(bootstrap)
+        total = sum(ends.values())
+        group = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KIROKU_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}"}
+        command = [sys.executable, "-m", "kiroku.cli", "consume", "--session-timeout-ms", "6000"]
+        children = [
+            subprocess.Popen(  # noqa: S603 - a fixed command of this repository
+                command,
+                env={**os.environ, **env, **group},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(processes)
+        ]
+        try:
+            deadline = time.monotonic() + 600
+            first = 0
+            while first == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)
+                first = _recorded(ledger, ends)
+            started = time.monotonic()
+            while _recorded(ledger, ends) < total and time.monotonic() < deadline:
+                time.sleep(0.01)
+            elapsed = time.monotonic() - started
+            if _recorded(ledger, ends) < total:
+                raise RuntimeError("the consumer processes did not record every message within 600 s")
+            rss = max(_peak_rss_mb(child.pid) for child in children)
+        finally:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            for child in children:
+                child.wait(timeout=60)
+    return (total - first) / elapsed, rss
+
+
+def run(events: int, processes: int = 2) -> dict[str, Any]:
     contract = Contract.load()
     with TansuBroker() as broker:
         create_topics(broker.bootstrap_servers)
@@ -72,6 +152,9 @@ def run(events: int) -> dict[str, Any]:
             kiroku_rate = events / elapsed
             stored, dead = ledger.recorder.max_notification_id(), ingest.counters.dead_letters
             say(f"kiroku: {kiroku_rate:,.0f} messages/s into PostgreSQL ({stored} events, {dead} dead)")
+        say(f"kiroku in {processes} processes (kiroku consume, one consumer group), into a fresh store")
+        group_rate, group_rss = in_processes(broker.bootstrap_servers, processes)
+        say(f"  {group_rate:,.0f} messages/s")
     return {
         "bench": "ingest",
         "events": events,
@@ -79,8 +162,12 @@ def run(events: int) -> dict[str, Any]:
         "kiroku_per_s": round(kiroku_rate, 1),
         "ratio": round(kiroku_rate / ceiling_rate, 3),
         "peak_rss_mb": peak_rss_mb(),
+        "processes": processes,
+        "processes_per_s": round(group_rate, 1),
+        "processes_ratio": round(group_rate / ceiling_rate, 3),
+        "processes_peak_rss_mb_each": group_rss,
     }
 
 
-def main(events: int) -> None:
-    result_line(run(events))
+def main(events: int, processes: int = 2) -> None:
+    result_line(run(events, processes))
