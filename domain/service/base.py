@@ -119,13 +119,6 @@ def _utcnow() -> datetime:
 
 
 @runtime_checkable
-class HasExistingIds(Protocol):
-    """A recorder that can say which aggregate ids have events (kiroku's recorders can)."""
-
-    def existing_ids(self, ids: Sequence[UUID]) -> set[UUID]: ...
-
-
-@runtime_checkable
 class HasEventsOf(Protocol):
     """A recorder that reads the events of many aggregates in one query (kiroku's recorders can)."""
 
@@ -299,13 +292,6 @@ class LedgerBase(Application[UUID]):
         if pairs:
             self.keyring.prepare(pairs)
             batch.opening_keys.update(self.keyring.keys_for(pairs))
-
-    def expect_upstream_events(self, events: Sequence[tuple[str, str]]) -> None:
-        """Reads, in one query, the receipts of these (source system, event id) pairs.
-
-        Inside a batch, the commands for them then skip their receipt look-up.
-        """
-        self.prefetch(receipt_id(source, event_id) for source, event_id in events)
 
     def _roll_back(self, batch: Batch, keep: Iterable[Aggregate] = ()) -> None:
         """Undoes what a command changed and did not save: its aggregates as the batch had them.

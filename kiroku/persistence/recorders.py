@@ -83,17 +83,6 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SET wrapped_key = NULL, destroyed_at = COALESCE({table}.destroyed_at, now())"
         ).format(table=table)
 
-    def existing_ids(self, ids: Sequence[UUID]) -> set[UUID]:
-        """Which of these aggregate ids have at least one event."""
-        if not ids:
-            return set()
-        statement = SQL("SELECT DISTINCT originator_id FROM {table} WHERE originator_id = ANY(%s)").format(
-            table=Identifier(self.datastore.schema, self.events_table_name)
-        )
-        with self.datastore.transaction(commit=False) as curs:
-            curs.execute(statement, (list(ids),))
-            return {row["originator_id"] for row in curs.fetchall()}
-
     def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates in one query, ordered by aggregate and version."""
         if not ids:
@@ -192,20 +181,6 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), SQLITE_KEYS_DDL]
-
-    def existing_ids(self, ids: Sequence[UUID]) -> set[UUID]:
-        """Which of these aggregate ids have at least one event."""
-        found: set[UUID] = set()
-        with self.datastore.transaction(commit=False) as c:
-            for start in range(0, len(ids), 500):
-                chunk = [i.hex for i in ids[start : start + 500]]
-                marks = ",".join("?" * len(chunk))
-                table = self.events_table_name
-                c.execute(
-                    f"SELECT DISTINCT originator_id FROM {table} WHERE originator_id IN ({marks})", chunk
-                )
-                found.update(UUID(row["originator_id"]) for row in c.fetchall())
-        return found
 
     def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, ordered by aggregate and version."""
