@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from domain.application import Ledger
-from kiroku.persistence.ddl_lock import ddl_lock, ddl_lock_key
+from kiroku.persistence.ddl_lock import ddl_lock
 from kiroku.persistence.keyring import keyring_for
 from kiroku.settings import Settings
 
@@ -19,40 +19,29 @@ class StoreUnavailable(Exception):
     """Raised when the event store's database cannot be reached or prepared."""
 
 
-def _connect_arguments(settings: Settings) -> dict[str, Any]:
-    db = settings.database
-    return {
-        "host": db.host,
-        "port": db.port,
-        "dbname": db.dbname,
-        "user": db.user,
-        "password": db.password,
-        "connect_timeout": 5,
-    }
+def _unreachable(settings: Settings, exc: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"cannot reach {settings.database.describe()}: {exc.__class__.__name__}")
 
 
-def _prepare_postgres(settings: Settings) -> None:
+def _connect(settings: Settings) -> psycopg.Connection[Any]:
+    """An autocommit connection to the store's database; StoreUnavailable if it cannot be reached."""
     db = settings.database
     try:
-        with psycopg.connect(**_connect_arguments(settings), autocommit=True) as conn:
-            if db.schema:
-                # Under the schema's table-creation lock: CREATE SCHEMA IF NOT EXISTS races too.
-                conn.execute("SELECT pg_advisory_lock(%s)", (ddl_lock_key(db.schema),))
-                try:
-                    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))
-                finally:
-                    conn.execute("SELECT pg_advisory_unlock(%s)", (ddl_lock_key(db.schema),))
+        return psycopg.connect(
+            host=db.host,
+            port=db.port,
+            dbname=db.dbname,
+            user=db.user,
+            password=db.password,
+            connect_timeout=5,
+            autocommit=True,
+        )
     except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"cannot reach {db.describe()}: {exc.__class__.__name__}") from exc
+        raise _unreachable(settings, exc) from exc
 
 
 def build_ledger(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> Ledger:
     """A :class:`Ledger` on the configured event store, tables created if missing."""
-    if settings.database.backend == "postgres":
-        _prepare_postgres(settings)
-    else:
-        assert settings.database.sqlite_path is not None
-        settings.database.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
     master_key = settings.master_key
 
     def ledger() -> Ledger:
@@ -63,8 +52,16 @@ def build_ledger(settings: Settings, *, clock: Callable[[], datetime] | None = N
             clock=clock or (lambda: datetime.now(UTC)),
         )
 
-    if settings.database.backend != "postgres":
+    db = settings.database
+    if db.backend != "postgres":
+        assert db.sqlite_path is not None
+        db.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         return ledger()
-    # Creating the tables: one process at a time (the API's workers start together).
-    with ddl_lock(_connect_arguments(settings), settings.database.schema or "public"):
+    # The schema and tables are created one process at a time (the API's workers start together).
+    with _connect(settings) as conn, ddl_lock(conn, db.schema or "public"):
+        if db.schema:
+            try:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(db.schema)))
+            except psycopg.OperationalError as exc:
+                raise _unreachable(settings, exc) from exc
         return ledger()

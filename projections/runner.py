@@ -41,7 +41,10 @@ def view_store_for(ledger: Ledger) -> ViewStore:
         kwargs = recorder.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
         # Creating the tables: one process at a time (the API's workers start together).
-        with ddl_lock(kwargs, recorder.datastore.schema or "public"):
+        with (
+            psycopg.connect(**kwargs, autocommit=True) as conn,
+            ddl_lock(conn, recorder.datastore.schema or "public"),
+        ):
             pg.create_table()
             pg.prepare()
         return pg

@@ -17,16 +17,15 @@ from typing import Any
 import psycopg
 
 
-def ddl_lock_key(schema: str) -> int:
+def _key(schema: str) -> int:
     return zlib.crc32(f"kiroku-ddl:{schema}".encode())
 
 
 @contextmanager
-def ddl_lock(connect: dict[str, Any], schema: str) -> Iterator[None]:
-    """Holds the schema's table-creation lock (a connection of its own) for the block."""
-    with psycopg.connect(**connect, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (ddl_lock_key(schema),))
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (ddl_lock_key(schema),))
+def ddl_lock(conn: psycopg.Connection[Any], schema: str) -> Iterator[None]:
+    """Holds the schema's table-creation lock on ``conn`` (an autocommit connection) for the block."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (_key(schema),))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_key(schema),))
