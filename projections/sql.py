@@ -183,11 +183,12 @@ class _Pending:
 class Writer:
     """Row operations on the tables of one view generation, inside one transaction.
 
-    A buffered writer (``buffered=True``) holds inserts and upserts back and
-    writes them table by table in bulk: before any read, update or delete
-    (so each sees every write before it), and at :meth:`flush`, which the
-    owner calls before the transaction commits. A table's rows keep their
-    order; rows of different tables are independent of each other.
+    A buffered writer (``buffered=True``) holds inserts, upserts and deletes
+    back and writes them table by table in bulk: before any read or update
+    (so each sees every write before it), when a table's next operation has
+    another shape, and at :meth:`flush`, which the owner calls before the
+    transaction commits. A table's operations keep their order; those of
+    different tables are independent of each other.
     """
 
     def __init__(

@@ -183,9 +183,8 @@ class ViewStore:
         A retired generation keeps its tables, so a reader that goes on using it
         for up to a second after a switch reads a complete, slightly older view.
         """
-        cache: dict[str, tuple[Generation, float]] = self.__dict__.setdefault("_reading", {})
         now = time.monotonic()
-        known = cache.get(name)
+        known = self._reading_cache().get(name)
         if known is not None and now - known[1] < READING_GENERATION_SECONDS:
             return known[0]
         generation = self.active(name)
@@ -195,8 +194,12 @@ class ViewStore:
     def note_active(self, generation: Generation | None) -> None:
         """Tells readers which generation is active now (it was just looked up or switched to)."""
         if generation is not None:
-            cache: dict[str, tuple[Generation, float]] = self.__dict__.setdefault("_reading", {})
-            cache[generation.name] = (generation, time.monotonic())
+            self._reading_cache()[generation.name] = (generation, time.monotonic())
+
+    def _reading_cache(self) -> dict[str, tuple[Generation, float]]:
+        # Made on first use: the stores' constructors are the library recorders'.
+        cache: dict[str, tuple[Generation, float]] = self.__dict__.setdefault("_reading", {})
+        return cache
 
     def activate(self, generation: Generation) -> None:
         """Points readers at this generation; the one they read before is retired."""

@@ -109,6 +109,7 @@ class _KeyTable(ABC):
 
     def prepare(self, pairs: Iterable[tuple[UUID, int]]) -> None:
         with self._sealing_lock:
+            # In a stable order, so two writers preparing overlapping keys cannot deadlock.
             missing = sorted({p for p in pairs if p not in self._sealing}, key=lambda p: (str(p[0]), p[1]))
         if not missing:
             return
@@ -172,7 +173,6 @@ class PostgresKeyRing(_KeyTable):
         self, candidates: list[tuple[UUID, int, bytes]]
     ) -> list[tuple[UUID, int, bytes | None]]:
         with self.datastore.transaction(commit=True) as curs:
-            # In a stable order, so two writers preparing overlapping keys cannot deadlock.
             curs.executemany(self._insert, candidates)
             curs.execute(self._select_pairs, ([c[0] for c in candidates], [c[1] for c in candidates]))
             rows = curs.fetchall()

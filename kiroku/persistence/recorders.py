@@ -75,7 +75,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         self._events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(table=Identifier(self.datastore.schema, self.events_table_name))
+        ).format(table=events_table)
         self.shred_statement = SQL(
             "INSERT INTO {table} (subject_id, generation, wrapped_key, destroyed_at) "
             "VALUES (%s, %s, NULL, now()) "
@@ -87,7 +87,8 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         """Every event of these aggregates in one query, ordered by aggregate and version."""
         if not ids:
             return []
-        with self.datastore.transaction(commit=False) as curs:
+        # One statement, no transaction around it: one round trip (not BEGIN, SELECT, ROLLBACK).
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._events_of_statement, (list(ids),), prepare=True)
             return [
                 StoredEvent(
