@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -175,6 +175,28 @@ def test_two_runners_for_one_view_one_works_the_other_waits(ledger: Ledger, cloc
     assert [v["version"] for v in versions] == ["v1", "v2"]
 
 
+def revise(
+    ledger: Ledger,
+    version: str,
+    announced_at: datetime,
+    effective_from: datetime,
+    justification: str | None = None,
+) -> int:
+    """Announces a revision (P1 through C1 only); returns its notification id."""
+    ledger.publish_policy(
+        version=version,
+        effective_from=effective_from,
+        announced_at=announced_at,
+        purposes={"P1": "x"},
+        channels=["C1"],
+        justification=justification,
+        cause=cause(),
+    )
+    position = ledger.recorder.max_notification_id()
+    assert position is not None
+    return position
+
+
 class Fragile(View):
     """A view that cannot apply revisions, to see one view stop and the others go on."""
 
@@ -193,16 +215,7 @@ def test_an_event_a_view_cannot_apply_stops_that_view_only_until_retried(
     ledger: Ledger, clock: FakeClock
 ) -> None:
     publish_policy(ledger)
-    ledger.publish_policy(
-        version="v2",
-        effective_from=clock.now,
-        announced_at=clock.now,
-        purposes={"P1": "x"},
-        channels=["C1"],
-        justification="narrowed",
-        cause=cause(),
-    )
-    revised_at = ledger.recorder.max_notification_id()
+    revised_at = revise(ledger, "v2", clock.now, clock.now, justification="narrowed")
     store = view_store_for(ledger)
     fragile = Fragile()
     runner = ViewRunner(ledger, store, fragile, store.new_generation(fragile), poll_interval=0.05)
@@ -243,24 +256,8 @@ def test_a_row_that_cannot_be_written_stops_the_view_at_the_event_that_wrote_it(
     ledger: Ledger, clock: FakeClock
 ) -> None:
     publish_policy(ledger)
-    ledger.publish_policy(
-        version="v2",
-        effective_from=clock.now,
-        announced_at=clock.now,
-        purposes={"P1": "x"},
-        channels=["C1"],
-        justification="narrowed",
-        cause=cause(),
-    )
-    revised_at = ledger.recorder.max_notification_id()
-    ledger.publish_policy(
-        version="v3",
-        effective_from=clock.now + timedelta(days=1),
-        announced_at=clock.now,
-        purposes={"P1": "x"},
-        channels=["C1"],
-        cause=cause(),
-    )
+    revised_at = revise(ledger, "v2", clock.now, clock.now, justification="narrowed")
+    revise(ledger, "v3", clock.now, clock.now + timedelta(days=1))
     store = view_store_for(ledger)
     view = Duplicating()
     # One page holds the three events; their rows are written together, and fail together.
