@@ -19,6 +19,7 @@ from kiroku.broker import free_port
 from kiroku.settings import Settings
 from projections.service import Projections
 from tests.helpers import publish_policy
+from tests.integration.kafka_support import wait_for
 
 
 def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Path) -> None:
@@ -122,13 +123,15 @@ def test_the_api_alone_serves_from_several_workers_and_stops_on_sigterm(
         )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
+            assert process.poll() is None, log.read_text()[-2000:]
             try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
+                return httpx.get(f"{base}/health", timeout=2).status_code == 200
             except httpx.TransportError:
-                time.sleep(0.3)
+                return False
+
+        wait_for(healthy, timeout=60, what="the API to answer /health")
         headers = {"Authorization": f"Bearer {token}"}
         pages = [
             httpx.get(f"{base}/audit", params={"limit": 5}, headers=headers, timeout=10) for _ in range(20)
