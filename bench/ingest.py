@@ -12,14 +12,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import fresh_ledger, ingest_settings, peak_rss_mb, result_line, say
 from consumers.contract import Contract
-from consumers.ingest import Ingest
+from consumers.ingest import Ingest, end_offsets, recorded_messages
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
-from domain.application import Ledger
 from kiroku.broker import TansuBroker
 
 
@@ -47,25 +46,6 @@ def ceiling(bootstrap: str, count: int, contract: Contract) -> float:
     return count / (time.monotonic() - started)
 
 
-def _recorded(ledger: Ledger, ends: dict[TopicPartition, int]) -> int:
-    """Messages behind the recorded positions (the tracking records), over every partition."""
-    done = 0
-    for tp in ends:
-        position = ledger.tracked_position(f"{tp.topic}:{tp.partition}")
-        done += 0 if position is None else position + 1
-    return done
-
-
-def _end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    partitions = [
-        TopicPartition(t, p) for t in UPSTREAM_TOPICS for p in consumer.partitions_for_topic(t) or []
-    ]
-    ends: dict[TopicPartition, int] = consumer.end_offsets(partitions)
-    consumer.close()
-    return ends
-
-
 def _peak_rss_mb(pid: int) -> float:
     """A live process's peak resident set (VmHWM), in MB; 0 where /proc does not tell."""
     try:
@@ -86,7 +66,7 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
     """
     env: dict[str, str] = {}
     with fresh_ledger(env) as ledger:
-        ends = _end_offsets(bootstrap)
+        ends = end_offsets(bootstrap)
         total = sum(ends.values())
         group = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KIROKU_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}"}
         command = [sys.executable, "-m", "kiroku.cli", "consume", "--session-timeout-ms", "6000"]
@@ -104,12 +84,12 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
             first = 0
             while first == 0 and time.monotonic() < deadline:
                 time.sleep(0.005)
-                first = _recorded(ledger, ends)
+                first = recorded_messages(ledger, ends)
             started = time.monotonic()
-            while _recorded(ledger, ends) < total and time.monotonic() < deadline:
+            while recorded_messages(ledger, ends) < total and time.monotonic() < deadline:
                 time.sleep(0.01)
             elapsed = time.monotonic() - started
-            if _recorded(ledger, ends) < total:
+            if recorded_messages(ledger, ends) < total:
                 raise RuntimeError("the consumer processes did not record every message within 600 s")
             rss = max(_peak_rss_mb(child.pid) for child in children)
         finally:

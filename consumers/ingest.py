@@ -22,7 +22,7 @@ import logging
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
+from consumers.topics import UPSTREAM_TOPICS
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from domain.errors import DomainError
@@ -115,6 +116,28 @@ class DeadLetter:
 def stream_name(topic: str, partition: int) -> str:
     """The tracking record's name for a topic partition."""
     return f"{topic}:{partition}"
+
+
+def end_offsets(bootstrap_servers: str, topics: Sequence[str] = UPSTREAM_TOPICS) -> dict[str, int]:
+    """Each partition's end offset on the broker, by the name of its tracking record."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])
+        ]
+        ends: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+    finally:
+        consumer.close()
+    return {stream_name(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+
+def recorded_messages(ledger: Ledger, streams: Iterable[str]) -> int:
+    """How many messages of these streams lie at or before their recorded positions."""
+    done = 0
+    for stream in streams:
+        position = ledger.tracked_position(stream)
+        done += 0 if position is None else position + 1
+    return done
 
 
 class _Positioning(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types

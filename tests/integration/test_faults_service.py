@@ -19,6 +19,7 @@ import pytest
 
 from api.auth import TokenRegistry
 from consumers.contract import Contract
+from consumers.ingest import end_offsets
 from consumers.synthetic import Traffic
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import free_port
@@ -28,7 +29,7 @@ from projections.sql import Writer
 from tests.helpers import publish_policy
 from tests.integration.kafka_support import publish, receipts
 from tests.integration.test_ingest_faults import caught_up as ingest_caught_up
-from tests.integration.test_ingest_faults import end_offsets, kill_mid_ingest
+from tests.integration.test_ingest_faults import kill_mid_ingest
 
 
 def rows(projections: Projections, name: str, generation_number: int) -> dict[str, list[dict[str, Any]]]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
 from consumers.contract import Contract
+from consumers.ingest import end_offsets, recorded_messages
 from consumers.synthetic import Traffic
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
@@ -33,18 +33,6 @@ from tests.integration.kafka_support import (
     wait_for,
 )
 
-TOPICS = ("acme.events", "registrar.events")
-
-
-def end_offsets(bootstrap: str) -> dict[str, int]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    partitions = [
-        TopicPartition(t, p) for t in TOPICS for p in sorted(consumer.partitions_for_topic(t) or [])
-    ]
-    ends = consumer.end_offsets(partitions)
-    consumer.close()
-    return {f"{tp.topic}:{tp.partition}": offset for tp, offset in ends.items()}
-
 
 def caught_up(ledger: Ledger, ends: dict[str, int]) -> bool:
     for stream, end in ends.items():
@@ -52,15 +40,6 @@ def caught_up(ledger: Ledger, ends: dict[str, int]) -> bool:
         if end > 0 and (position is None or position < end - 1):
             return False
     return True
-
-
-def recorded_offsets(ledger: Ledger, ends: dict[str, int]) -> int:
-    """How many of the published messages the store says are behind the consumer (by position)."""
-    done = 0
-    for stream in ends:
-        position = ledger.tracked_position(stream)
-        done += 0 if position is None else position + 1
-    return done
 
 
 def kill_mid_ingest(
@@ -72,13 +51,13 @@ def kill_mid_ingest(
     pause would often come after the end.
     """
     total = sum(ends.values())
-    start = recorded_offsets(ledger, ends)
+    start = recorded_messages(ledger, ends)
     target = start + max(1, int((total - start) * chance.uniform(0.1, 0.3)))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if caught_up(ledger, ends):
             return False
-        if recorded_offsets(ledger, ends) >= target:
+        if recorded_messages(ledger, ends) >= target:
             break
         time.sleep(0.02)
     kill()
