@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -40,15 +40,19 @@ class Context:
         self.access_log = AccessLog(ledger)
 
 
-def get_context(request: Request) -> Context:
+# The dependencies are coroutines though they do no I/O: FastAPI runs a plain
+# function dependency in its thread pool, a thread hop per dependency per request.
+
+
+async def get_context(request: Request) -> Context:
     context: Context = request.app.state.context
     return context
 
 
-def requires(permission: Permission) -> Callable[..., Principal]:
+def requires(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must hold a valid token whose role grants ``permission``."""
 
-    def check(
+    async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Principal:
@@ -56,7 +60,8 @@ def requires(permission: Permission) -> Callable[..., Principal]:
             raise ApiProblem(
                 401, "Unauthorized", "a bearer token is required", {"WWW-Authenticate": "Bearer"}
             )
-        principal = get_context(request).tokens.principal(credentials.credentials)
+        context: Context = request.app.state.context
+        principal = context.tokens.principal(credentials.credentials)
         if principal is None:
             raise ApiProblem(401, "Unauthorized", "the token is not valid", {"WWW-Authenticate": "Bearer"})
         if not principal.may(permission):

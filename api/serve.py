@@ -45,24 +45,50 @@ def _worker(sock: socket.socket) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    # Made from getaddrinfo, so the socket says it is TCP: asyncio then turns Nagle's
+def _socket(family: int, *, reuse_port: bool) -> socket.socket:
+    # Made with IPPROTO_TCP, so the socket says it is TCP: asyncio then turns Nagle's
     # algorithm off on each connection. (A socket made as uvicorn's worker mode makes
     # it leaves Nagle on, and every keep-alive response waits 40 ms for a delayed ACK.)
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """One listening socket (one worker)."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = _socket(family, reuse_port=False)
     sock.bind(address)
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
+
+
+def _listen_each(host: str, port: int, count: int) -> list[socket.socket]:
+    """A listening socket per worker, all on one port (SO_REUSEPORT); the kernel spreads connections.
+
+    On one shared socket, the worker that woke first took every connection
+    waiting (asyncio accepts them in a loop), so with kept-alive clients one
+    worker did all the work. All the sockets listen before any worker starts,
+    so connections made while a worker is still starting wait for it instead
+    of all going to the first one up.
+    """
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = _socket(family, reuse_port=True)
+        sock.bind(sockets[0].getsockname() if sockets else address)  # port 0: the first one's port
+        sock.listen(2048)
+        sockets.append(sock)
+    return sockets
 
 
 def serve(settings: Settings, workers: int) -> int:
     """Serves until SIGTERM or SIGINT; the settings were checked (and the store reached) by the caller.
 
-    With several workers, each is a process of its own accepting on one shared
-    socket. If a worker dies, the others are stopped too and the exit code is
+    With several workers, each is a process of its own with its own listening
+    socket on the port (SO_REUSEPORT). If a worker dies, the others are stopped too and the exit code is
     1, for the supervisor (systemd, compose, Kubernetes) to start the API again.
     """
     print(
@@ -70,13 +96,14 @@ def serve(settings: Settings, workers: int) -> int:
         f"({workers} worker process{'es' if workers > 1 else ''}; OpenAPI at /docs)",
         flush=True,
     )
-    sock = _listen(settings.http_host, settings.http_port)
     if workers == 1:
-        _worker(sock)
+        _worker(_listen(settings.http_host, settings.http_port))
         return 0
+    sockets = _listen_each(settings.http_host, settings.http_port, workers)
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker, args=(sock,), name=f"kiroku-api-{n}") for n in range(workers)
+        context.Process(target=_worker, args=(sock,), name=f"kiroku-api-{n}")
+        for n, sock in enumerate(sockets)
     ]
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -100,5 +127,6 @@ def serve(settings: Settings, workers: int) -> int:
                 process.kill()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        sock.close()
+        for sock in sockets:
+            sock.close()
     return 0 if stop.is_set() else 1

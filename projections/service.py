@@ -260,28 +260,38 @@ class Projections:
     def subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A subject now: items (opened; ``[erased]`` once erased), records, open requests, holds in force."""
         with self.store.pinned():
-            return self._subject(subject_id, at)
-
-    def _subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
-        where = {"subject_id": str(subject_id)}
-        found = self.rows("subjects", "subjects", where)
-        if not found:
+            state = self._subject(subject_id, at)
+        if state is None:
             return None
-        items = self.rows("subjects", "items", where)
+        # Opened after the snapshot's connection went back to the pool: the key ring
+        # takes a connection of its own, and a reader holding one while waiting for
+        # another could, with enough such readers, wait on the pool for ever. A key
+        # destroyed in between shows its values as erased, as it should.
+        items = state["items"]
         sealed = [
             Sealed(subject_id, row["generation"], row["item"], base64.b64decode(row["sealed"]))
             for row in items
         ]
         values = self.ledger.cipher.open_many(sealed)
+        state["items"] = [
+            {"record_id": row["record_id"], "item": row["item"], "value": str(value)}
+            for row, value in zip(items, values, strict=True)
+        ]
+        return state
+
+    def _subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
+        """The subject's rows, read in one snapshot; items still sealed."""
+        where = {"subject_id": str(subject_id)}
+        found = self.rows("subjects", "subjects", where)
+        if not found:
+            return None
+        items = self.rows("subjects", "items", where)
         now = utc_text(at)
         erased = found[0]["erasure_state"] == "erased"
         return {
             **found[0],
             "personal_data": "[erased]" if erased else "held",
-            "items": [
-                {"record_id": row["record_id"], "item": row["item"], "value": str(value)}
-                for row, value in zip(items, values, strict=True)
-            ],
+            "items": items,
             "records": sorted(r["record_id"] for r in self.rows("subjects", "records", where)),
             "holds": [h for h in self._holds(subject_id, items) if h["until"] > now],
             "open_requests": self.requests(at, open_only=True, subject_id=subject_id),

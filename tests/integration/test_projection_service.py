@@ -250,3 +250,28 @@ def test_a_subject_holds_the_issuance_records_of_their_records_and_their_account
     assert [h["reference"] for h in hanako["holds"]] == [f"certificate-record:{direct}"]
     expired = projections.subject(ledger.subject_id(TARO), T0 + timedelta(days=365 * 2 + 91))
     assert expired is not None and expired["holds"] == []
+
+
+def test_a_subject_read_needs_one_pooled_connection_at_a_time(pg_ledger: Ledger, clock: FakeClock) -> None:
+    """A reader never holds a connection while waiting for another one from the same pool.
+
+    Otherwise as many concurrent readers as the pool has connections would each
+    hold one and wait for a second until the pool's timeout (seen under load).
+    With a pool of one connection such a reader fails at once.
+    """
+    collect(pg_ledger, "r9")
+    projections = Projections(pg_ledger)
+    projections.catch_up()
+    pool = pg_ledger.recorder.datastore.pool  # type: ignore[attr-defined]
+    pool.resize(1, 1)  # no new connections; the open ones stay open
+    held = [pool.getconn() for _ in range(pool.get_stats()["pool_size"] - 1)]
+    try:
+        assert pool.get_stats()["pool_available"] == 1
+        taro = projections.subject(pg_ledger.subject_id(TARO), clock.now)
+        assert taro is not None
+        assert {i["item"]: i["value"] for i in taro["items"]} == TARO_VALUES
+        record = projections.certificate(pg_ledger.certificate_record_id("registrar", "r9"), clock.now)
+        assert record is not None
+    finally:
+        for conn in held:
+            pool.putconn(conn)
