@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from api.auth import Permission, Principal
 from api.context import AppContext, record_access, requires
@@ -17,7 +18,7 @@ Reader = Annotated[Principal, Depends(requires(Permission.READ_PERSONAL))]
 
 
 @router.get("/subjects")
-def find_subjects(
+async def find_subjects(
     context: AppContext,
     principal: Reader,
     email: Annotated[str | None, Query(max_length=254)] = None,
@@ -25,6 +26,7 @@ def find_subjects(
     common_name: Annotated[str | None, Query(max_length=255)] = None,
 ) -> dict[str, Any]:
     """Data subjects by e-mail address, name (through the blind index) or certificate common name."""
+    # On the event loop: index look-ups and the access record's commit (see api.context).
     given = [(k, v) for k, v in (("email", email), ("name", name), ("common_name", common_name)) if v]
     if len(given) != 1:
         raise ApiProblem(422, "Invalid request", "give exactly one of email, name or common_name")
@@ -45,7 +47,7 @@ def find_subjects(
 
 
 @router.get("/subjects/{subject_id}")
-def subject(
+async def subject(
     subject_id: UUID, context: AppContext, principal: Reader, as_of: datetime | None = None
 ) -> dict[str, Any]:
     """A data subject's current items, records, holds, open requests, stop and erasure state.
@@ -55,9 +57,11 @@ def subject(
     if as_of is not None:
         if as_of.tzinfo is None:
             raise ApiProblem(422, "Invalid request", "as_of needs a time zone")
-        package = context.ledger.disclosure_package(subject_id, as_of=as_of)
+        package = await run_in_threadpool(context.ledger.disclosure_package, subject_id, as_of=as_of)
         record_access(context, principal, [subject_id], "GET /subjects/{subject_id}?as_of")
         return {"as_of": as_of.isoformat(), **package}
+    # On the event loop: one snapshot of the subject's view rows, their keys and the
+    # access record's commit (see api.context). The as_of answer replays events, in the thread pool.
     state = context.projections.subject(subject_id, context.clock())
     if state is None:
         raise ApiProblem(404, "Not found", f"data subject {subject_id} not found")
