@@ -19,14 +19,27 @@ from uuid import UUID
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
+#: Times already written out: every view writes the same event's times (a dict keyed
+#: by datetime hashes and compares in C, cheaper than formatting again).
+_UTC_TEXTS: dict[datetime, str] = {}
+_UTC_TEXTS_MAX = 50_000
+
+
 def utc_text(moment: datetime | None) -> str | None:
     """A time as a fixed-width UTC string (``TIME_FORMAT``), so text order is time order."""
     if moment is None:
         return None
+    text = _UTC_TEXTS.get(moment)
+    if text is not None and moment.tzinfo is UTC:
+        return text
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     # isoformat is several times faster than strftime; the text is the same.
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    text = moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if len(_UTC_TEXTS) >= _UTC_TEXTS_MAX:
+        _UTC_TEXTS.clear()
+    _UTC_TEXTS[moment] = text
+    return text
 
 
 def json_text(value: Any) -> str:
@@ -55,28 +68,38 @@ class Dialect(Protocol):
         """Inserts rows, in order, in as few round trips as the backend allows."""
 
     def upsert_many(
-        self, cursor: Any, table: str, columns: Sequence[str], key: Sequence[str], rows: list[list[Any]]
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: list[list[Any]],
+        *,
+        kinds: Sequence[str],
+        key: Sequence[str],
     ) -> None:
-        """Inserts or updates rows, in order (for one key, the last row wins)."""
+        """Inserts or updates rows, in order (for one key, the last row wins); ``kinds``: the column types."""
 
-    def delete_many(self, cursor: Any, table: str, columns: Sequence[str], matches: list[list[Any]]) -> None:
+    def delete_many(
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        matches: list[list[Any]],
+        *,
+        kinds: Sequence[str],
+    ) -> None:
         """Deletes the rows whose ``columns`` equal one of the ``matches`` (NULL matches nothing)."""
 
 
-def _upsert_statement(
-    table: str, columns: Sequence[str], key: Sequence[str], values: str
-) -> str:
+def _upsert_statement(table: str, columns: Sequence[str], key: Sequence[str], source: str) -> str:
+    """``source`` is ``VALUES (...)`` or a ``SELECT`` giving the columns in order."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key) or (
         f"{key[0]} = excluded.{key[0]}"
     )
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
+        f"INSERT INTO {table} ({', '.join(columns)}) {source} "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
-
-
-#: Rows per multi-row statement: well under PostgreSQL's 65,535 bound parameters.
-_ROWS_PER_STATEMENT = 500
 
 
 class PostgresDialect:
@@ -90,29 +113,46 @@ class PostgresDialect:
                 copy.write_row(row)
 
     def upsert_many(
-        self, cursor: Any, table: str, columns: Sequence[str], key: Sequence[str], rows: list[list[Any]]
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: list[list[Any]],
+        *,
+        kinds: Sequence[str],
+        key: Sequence[str],
     ) -> None:
         # One statement may not touch a row twice: keep each key's last row, in first-seen order.
         positions = [columns.index(k) for k in key]
         last: dict[tuple[Any, ...], list[Any]] = {}
         for row in rows:
             last[tuple(row[i] for i in positions)] = row
-        unique = list(last.values())
-        mark = f"({', '.join(['%s'] * len(columns))})"
-        for start in range(0, len(unique), _ROWS_PER_STATEMENT):
-            chunk = unique[start : start + _ROWS_PER_STATEMENT]
-            statement = _upsert_statement(table, columns, key, ", ".join([mark] * len(chunk)))
-            cursor.execute(statement, [value for row in chunk for value in row])
+        statement = _upsert_statement(table, columns, key, f"SELECT * FROM {self._unnest(kinds)}")
+        cursor.execute(statement, self._arrays(list(last.values()), len(columns)))
 
+    def delete_many(
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        matches: list[list[Any]],
+        *,
+        kinds: Sequence[str],
+    ) -> None:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE ({', '.join(columns)}) IN (SELECT * FROM {self._unnest(kinds)})",
+            self._arrays(matches, len(columns)),
+        )
 
-    def delete_many(self, cursor: Any, table: str, columns: Sequence[str], matches: list[list[Any]]) -> None:
-        mark = f"({', '.join(['%s'] * len(columns))})"
-        for start in range(0, len(matches), _ROWS_PER_STATEMENT):
-            chunk = matches[start : start + _ROWS_PER_STATEMENT]
-            cursor.execute(
-                f"DELETE FROM {table} WHERE ({', '.join(columns)}) IN ({', '.join([mark] * len(chunk))})",
-                [value for match in chunk for value in match],
-            )
+    # The rows go as one array per column, unnested by the server: a short statement
+    # whatever the number of rows, parsed and planned once (psycopg caches and prepares
+    # it). A multi-row VALUES list was parsed again by psycopg for every page.
+    def _unnest(self, kinds: Sequence[str]) -> str:
+        return f"unnest({', '.join(f'%s::{self.types[k]}[]' for k in kinds)})"
+
+    @staticmethod
+    def _arrays(rows: list[list[Any]], width: int) -> list[list[Any]]:
+        return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 class SQLiteDialect:
@@ -124,12 +164,27 @@ class SQLiteDialect:
         cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     def upsert_many(
-        self, cursor: Any, table: str, columns: Sequence[str], key: Sequence[str], rows: list[list[Any]]
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: list[list[Any]],
+        *,
+        kinds: Sequence[str],  # noqa: ARG002 - SQLite binds each row; it needs no types
+        key: Sequence[str],
     ) -> None:
-        marks = f"({', '.join('?' * len(columns))})"
+        marks = f"VALUES ({', '.join('?' * len(columns))})"
         cursor.executemany(_upsert_statement(table, columns, key, marks), rows)
 
-    def delete_many(self, cursor: Any, table: str, columns: Sequence[str], matches: list[list[Any]]) -> None:
+    def delete_many(
+        self,
+        cursor: Any,
+        table: str,
+        columns: Sequence[str],
+        matches: list[list[Any]],
+        *,
+        kinds: Sequence[str],  # noqa: ARG002 - SQLite binds each row; it needs no types
+    ) -> None:
         condition = " AND ".join(f"{column} = ?" for column in columns)
         cursor.executemany(f"DELETE FROM {table} WHERE {condition}", matches)
 
@@ -198,13 +253,14 @@ class Writer:
         names: Mapping[str, str],
         *,
         buffered: bool = False,
-        primary_keys: Mapping[str, Sequence[str]] | None = None,
+        tables: Sequence[Table] = (),
     ) -> None:
         self.cursor = cursor
         self.dialect = dialect
         self.names = names
         self.buffered = buffered
-        self.primary_keys = primary_keys or {}
+        self.primary_keys = {t.name: t.primary_key for t in tables}
+        self.kinds = {t.name: dict(t.columns) for t in tables}
         self._pending: dict[str, _Pending] = {}
 
     def _marks(self, count: int) -> str:
@@ -228,10 +284,13 @@ class Writer:
     def _flush_table(self, table: str, pending: _Pending) -> None:
         del self._pending[table]
         name = self.names[table]
+        kinds = [self.kinds[table][c] for c in pending.columns] if pending.action != "insert" else []
         if pending.action == "upsert":
-            self.dialect.upsert_many(self.cursor, name, pending.columns, pending.key, pending.rows)
+            self.dialect.upsert_many(
+                self.cursor, name, pending.columns, pending.rows, kinds=kinds, key=pending.key
+            )
         elif pending.action == "delete":
-            self.dialect.delete_many(self.cursor, name, pending.columns, pending.rows)
+            self.dialect.delete_many(self.cursor, name, pending.columns, pending.rows, kinds=kinds)
         else:
             self.dialect.insert_many(self.cursor, name, pending.columns, pending.rows)
 
@@ -255,7 +314,7 @@ class Writer:
             self._buffer(table, row, "upsert", key)
             return
         self.cursor.execute(
-            _upsert_statement(self.names[table], tuple(row), key, f"({self._marks(len(row))})"),
+            _upsert_statement(self.names[table], tuple(row), key, f"VALUES ({self._marks(len(row))})"),
             list(row.values()),
         )
 

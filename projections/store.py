@@ -232,8 +232,7 @@ class ViewStore:
         names = self.table_names(view, generation.generation)
         view.prepare(page)
         with self.transaction() as cursor:
-            keys = {t.name: t.primary_key for t in view.tables}
-            rows = Writer(cursor, self.dialect, names, buffered=buffered, primary_keys=keys)
+            rows = Writer(cursor, self.dialect, names, buffered=buffered, tables=view.tables)
             for notified in page:
                 try:
                     view.apply(notified, rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from projections.sql import Table, Writer
@@ -17,11 +17,12 @@ class Notified:
     notification_id: int
     topic: str
     event: Any
+    #: ``Aggregate.Event``, from the stored topic ``module:Aggregate.Event``; every view
+    #: asks for it, so it is worked out once.
+    event_type: str = field(init=False, compare=False)
 
-    @property
-    def event_type(self) -> str:
-        """``Aggregate.Event``, from the stored topic ``module:Aggregate.Event``."""
-        return self.topic.rsplit(":", 1)[-1]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_type", self.topic.rsplit(":", 1)[-1])
 
 
 class View(ABC):
