@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ from projections.view import Notified, View
 log = logging.getLogger("kiroku.projections")
 
 
-def view_store_for(ledger: Ledger) -> ViewStore:
-    """The view store in the ledger's own database."""
+def view_store_for(ledger: Ledger, views: Iterable[View] = ()) -> ViewStore:
+    """The view store in the ledger's own database; live generations of ``views`` get any index they lack."""
     recorder = ledger.recorder
     if isinstance(recorder, KirokuPostgresRecorder):
         pg = PostgresViewStore(recorder.datastore)
@@ -47,11 +47,13 @@ def view_store_for(ledger: Ledger) -> ViewStore:
         ):
             pg.create_table()
             pg.prepare()
+            pg.add_missing_indexes(views)
         return pg
     if isinstance(recorder, KirokuSQLiteRecorder):
         lite = SQLiteViewStore(recorder.datastore)
         lite.create_table()
         lite.prepare()
+        lite.add_missing_indexes(views)
         return lite
     raise TypeError(f"no view store for {type(recorder).__name__}")
 

@@ -47,8 +47,8 @@ class Projections:
 
     def __init__(self, ledger: Ledger, *, page_size: int = 1000, poll_interval: float = 1.0) -> None:
         self.ledger = ledger
-        self.store: ViewStore = view_store_for(ledger)
         self.views: dict[str, View] = make_views(ledger)
+        self.store: ViewStore = view_store_for(ledger, self.views.values())
         self.page_size = page_size
         self.poll_interval = poll_interval
         self.stop_event = threading.Event()

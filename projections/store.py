@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -145,6 +145,24 @@ class ViewStore:
                     table, self.qualified(table.name), table.name, self.dialect
                 ):
                     cursor.execute(statement)
+
+    def add_missing_indexes(self, views: Iterable[View]) -> None:
+        """Gives the active and building generations the indexes their view declares now.
+
+        An index added to a view's tables changes no row, so it calls for no
+        rebuild; the tables of a generation made before it get it here, when a
+        process opens the store.
+        """
+        with self.transaction() as cursor:
+            for view in views:
+                for generation in self.generations(view.name):
+                    if generation.state not in {"active", "building"}:
+                        continue
+                    names = self.table_names(view, generation.generation)
+                    for table in view.tables:
+                        bare = f"kv_{view.name}_g{generation.generation}_{table.name}"
+                        for statement in create_statements(table, names[table.name], bare, self.dialect)[1:]:
+                            cursor.execute(statement)
 
     def generations(self, name: str) -> list[Generation]:
         with self.reading() as cursor:

@@ -80,10 +80,19 @@ class Subjects(View):
             [("subject_id", "text"), ("reference", "text"), ("until", "text"), ("reason", "text")],
             ["subject_id", "reference"],
         ),
+        # Read by subject and by account (a subject's records through their ACME accounts).
         Table(
-            "account_subjects", [("account_id", "text"), ("subject_id", "text")], ["account_id", "subject_id"]
+            "account_subjects",
+            [("account_id", "text"), ("subject_id", "text")],
+            ["account_id", "subject_id"],
+            indexes=[["subject_id"]],
         ),
-        Table("record_accounts", [("record_id", "text"), ("account_id", "text")], ["record_id"]),
+        Table(
+            "record_accounts",
+            [("record_id", "text"), ("account_id", "text")],
+            ["record_id"],
+            indexes=[["account_id"]],
+        ),
         Table("record_holds", [("record_id", "text"), ("until", "text")], ["record_id"]),
     )
 

@@ -150,9 +150,7 @@ def test_a_consumer_killed_at_random_points_records_every_message_once(
     clean_schema = f"{consume_env['KIROKU_GROUP_ID'].replace('-', '_')}_clean"
     # The same keys, so that the pseudonymous subject ids (and the aggregates they name) agree.
     keys = {name: consume_env[name] for name in ("KIROKU_MASTER_KEY", "KIROKU_PSEUDONYM_KEY")}
-    clean = build_ledger(
-        Settings.from_env({"DATABASE_URL": f"{postgres_url}?schema={clean_schema}", **keys})
-    )
+    clean = build_ledger(Settings.from_env({"DATABASE_URL": f"{postgres_url}?schema={clean_schema}", **keys}))
     try:
         publish_policy(clean)
         with running(clean, settings_for(kafka)) as ingest:

@@ -275,3 +275,25 @@ def test_a_subject_read_needs_one_pooled_connection_at_a_time(pg_ledger: Ledger,
     finally:
         for conn in held:
             pool.putconn(conn)
+
+
+def test_a_live_generation_gets_the_indexes_its_view_declares_now(pg_ledger: Ledger) -> None:
+    """An index added to a view later reaches the tables of a generation built before it, on start."""
+    collect(pg_ledger, "r10")
+    projections = Projections(pg_ledger)
+    projections.catch_up()
+    generation = projections.store.active("subjects")
+    assert generation is not None
+    index = f"kv_subjects_g{generation.generation}_account_subjects_i0"
+    datastore = pg_ledger.recorder.datastore  # type: ignore[attr-defined]
+    with datastore.get_connection() as conn:
+        conn.execute(f'DROP INDEX "{datastore.schema}"."{index}"')  # as made before the index was declared
+        conn.commit()
+    Projections(pg_ledger)
+    with datastore.get_connection() as conn:
+        found = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
+            (datastore.schema, index),
+        ).fetchall()
+    assert len(found) == 1
+    assert "(subject_id)" in found[0]["indexdef"]
