@@ -2,15 +2,17 @@
 
 Where handlers run. A handler that is a plain function runs in the thread
 pool; one that is a coroutine runs on the worker's event loop, and its
-database calls block the loop while they wait. The hot reads (a subject, a
-look-up, a certificate, an audit page) are coroutines: each is a few indexed
-reads and at most the access record's commit, about a millisecond, and the
-thread hop cost as much as the work (under load, p50 of a subject read fell
-from about 18 ms to 8 ms). Anything that can take longer (packages, answers
-``as_of`` a time that replay events, exports, commands) stays in the pool, so
-it never holds up the requests queued behind it on the loop. A worker serves
-one loop-handler at a time, so run several worker processes (``kiroku api
---workers``).
+database calls block the loop while they wait. The hot paths are coroutines:
+a subject, a look-up, a certificate, an audit page (a few indexed reads and
+at most the access record's commit, about a millisecond) and a disclosure
+package (one subject's records, read in one query: about 5 ms). The thread
+hop cost as much as the work, and a pool thread that waits on the database
+many times waits for the GIL each time the loop is busy: under load a
+package took 46 ms at p50 in the pool and 18 ms on the loop. Answers ``as_of``
+a past moment replay events and stay in the pool, as do exports and the other
+commands. A worker serves one loop handler at a time: run several worker
+processes (``kiroku api --workers``). A subject with very many records makes
+a package that holds its worker's loop for longer.
 """
 
 from __future__ import annotations

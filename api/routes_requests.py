@@ -180,13 +180,14 @@ def _package_zip(package: dict[str, Any]) -> bytes:
 
 
 @router.post("/disclosures/{request_id}/fulfilment", tags=["disclosures"], response_model=None)
-def fulfil(
+async def fulfil(
     request_id: UUID, request: Request, context: AppContext, principal: Officer, key: IdempotencyKey = None
 ) -> Response | dict[str, Any]:
     """§7: the package of all the subject's information, with the provision records.
 
     JSON by default; ``Accept: application/zip`` gives the same as JSON and CSV files in a zip.
     """
+    # On the event loop (see api.context): one subject's records, read in one query.
     result, package = context.ledger.fulfil_disclosure(request_id, cause=cause_for(context, principal, key))
     record_access(
         context, principal, [UUID(package["subject_id"])], "POST /disclosures/{request_id}/fulfilment"
