@@ -23,7 +23,7 @@ from domain.application import Ledger
 from domain.personal import Sealed
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
-from projections.store import Generation, SQLiteViewStore, ViewStopped, ViewStore
+from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View
 from projections.views import make_views
 from projections.views.subjects import ISSUANCE_HOLD_REASON
@@ -280,75 +280,88 @@ class Projections:
         return state
 
     def _subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
-        """The subject's rows, read in one snapshot; items still sealed."""
+        """The subject's rows, read in one snapshot; items still sealed.
+
+        The rows that depend only on the subject are read together (one
+        statement on PostgreSQL); the records reached through ACME accounts,
+        and the issuance-record holds, need what that read found.
+        """
+        view = self.view("subjects")
         where = {"subject_id": str(subject_id)}
-        found = self.rows("subjects", "subjects", where)
+        found, items, records, holds, accounts, requests = self.store.read_together(
+            [
+                Read(view, "subjects", where),
+                Read(view, "items", where),
+                Read(view, "records", where),
+                Read(view, "holds", where),
+                Read(view, "account_subjects", where),
+                Read(self.view("requests"), "requests", where),
+            ]
+        )
         if not found:
             return None
-        items = self.rows("subjects", "items", where)
         now = utc_text(at)
+        assert now is not None
         erased = found[0]["erasure_state"] == "erased"
+        holds += self._issuance_holds(subject_id, items, accounts)
         return {
             **found[0],
             "personal_data": "[erased]" if erased else "held",
             "items": items,
-            "records": sorted(r["record_id"] for r in self.rows("subjects", "records", where)),
-            "holds": [h for h in self._holds(subject_id, items) if h["until"] > now],
-            "open_requests": self.requests(at, open_only=True, subject_id=subject_id),
+            "records": sorted(r["record_id"] for r in records),
+            "holds": [h for h in holds if h["until"] > now],
+            "open_requests": _requests_as_of(requests, now, open_only=True),
         }
 
-    def _holds(self, subject_id: UUID, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """APPI Art. 29 holds, and the issuance-record holds of the records the subject is on."""
+    def _issuance_holds(
+        self, subject_id: UUID, items: list[dict[str, Any]], accounts: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The CA issuance-record holds of the records the subject is on, directly or through an account."""
         view = self.view("subjects")
-        where = {"subject_id": str(subject_id)}
-        holds = self.rows("subjects", "holds", where)
         records = {row["record_id"] for row in items}
-        accounts = sorted({r["account_id"] for r in self.rows("subjects", "account_subjects", where)})
-        if accounts:
-            linked = self.store.read(view, "record_accounts", {}, conditions=[("account_id", "in", accounts)])
+        account_ids = sorted({r["account_id"] for r in accounts})
+        if account_ids:
+            linked = self.store.read(
+                view, "record_accounts", {}, conditions=[("account_id", "in", account_ids)]
+            )
             records |= {r["record_id"] for r in linked}
-        if records:
-            wanted = [("record_id", "in", sorted(records))]
-            issued = self.store.read(view, "record_holds", {}, order_by="record_id", conditions=wanted)
-            holds += [
-                {
-                    "subject_id": str(subject_id),
-                    "reference": f"certificate-record:{r['record_id']}",
-                    "until": r["until"],
-                    "reason": ISSUANCE_HOLD_REASON,
-                }
-                for r in issued
-            ]
-        return holds
+        if not records:
+            return []
+        wanted = [("record_id", "in", sorted(records))]
+        issued = self.store.read(view, "record_holds", {}, order_by="record_id", conditions=wanted)
+        return [
+            {
+                "subject_id": str(subject_id),
+                "reference": f"certificate-record:{r['record_id']}",
+                "until": r["until"],
+                "reason": ISSUANCE_HOLD_REASON,
+            }
+            for r in issued
+        ]
 
     def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A certificate record now: ``status`` says expired once ``not_after`` has passed."""
-        with self.store.pinned():
-            return self._certificate(record_id, at)
-
-    def _certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
-        found = self.rows("certificates", "certificates", {"record_id": str(record_id)})
+        view, key = self.view("certificates"), {"record_id": str(record_id)}
+        # Read together: on PostgreSQL one statement, so one snapshot.
+        found, recipients = self.store.read_together(
+            [Read(view, "certificates", key), Read(view, "recipients", key)]
+        )
         if not found:
             return None
         row = dict(found[0])
         if row["status"] == "issued" and row["not_after"] is not None and row["not_after"] <= utc_text(at):
             row["status"] = "expired"
-        row["recipients"] = self.rows("certificates", "recipients", {"record_id": str(record_id)})
+        row["recipients"] = recipients
         return row
 
     def requests(
         self, at: datetime, *, open_only: bool = False, subject_id: UUID | None = None
     ) -> list[dict[str, Any]]:
         """Disclosure, stop and erasure requests (of one subject, if given), with ``overdue`` as of ``at``."""
-        now = utc_text(at)
-        result = []
         where = {"subject_id": str(subject_id)} if subject_id is not None else {}
-        for row in self.rows("requests", "requests", where):
-            is_open = row["closed_at"] is None
-            if open_only and not is_open:
-                continue
-            result.append({**row, "open": is_open, "overdue": is_open and row["due_at"] < now})
-        return sorted(result, key=lambda r: (r["due_at"], r["request_id"]))
+        now = utc_text(at)
+        assert now is not None
+        return _requests_as_of(self.rows("requests", "requests", where), now, open_only=open_only)
 
     def audit_page(
         self,
@@ -447,3 +460,14 @@ def _time_range(column: str, since: datetime | None, until: datetime | None) -> 
                 raise ValueError("times need a time zone")
             conditions.append((column, operator, utc_text(moment)))
     return conditions
+
+
+def _requests_as_of(rows: list[dict[str, Any]], now: str, *, open_only: bool) -> list[dict[str, Any]]:
+    """Request rows with ``open`` and ``overdue`` as of ``now``, by due date."""
+    result = []
+    for row in rows:
+        is_open = row["closed_at"] is None
+        if open_only and not is_open:
+            continue
+        result.append({**row, "open": is_open, "overdue": is_open and row["due_at"] < now})
+    return sorted(result, key=lambda r: (r["due_at"], r["request_id"]))

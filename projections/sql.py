@@ -367,13 +367,30 @@ class Writer:
         Operators are ``< <= > >=`` and ``in`` (a list). Columns and operators come
         from code, values are bound.
         """
-        condition, params = self._where(where)
-        clauses = [condition]
+        self.flush()
+        query = self.select_statement(table, where, order_by, conditions=conditions, limit=limit)
+        if query is None:
+            return []
+        self.cursor.execute(*query)
+        return [dict(row) for row in self.cursor.fetchall()]
+
+    def select_statement(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None = None,
+        *,
+        conditions: Sequence[tuple[str, str, Any]] = (),
+        limit: int | None = None,
+    ) -> tuple[str, list[Any]] | None:
+        """The statement and parameters :meth:`select` runs; None when it can match no row."""
+        clauses = [f"{column} = {self.dialect.placeholder}" for column in where] or ["1 = 1"]
+        params = list(where.values())
         for column, operator, value in conditions:
             if operator == "in":
                 values = list(value)
                 if not values:
-                    return []
+                    return None
                 clauses.append(f"{column} IN ({self._marks(len(values))})")
                 params.extend(values)
             elif operator in {"<", "<=", ">", ">="}:
@@ -383,10 +400,7 @@ class Writer:
                 raise ValueError(f"unsupported operator {operator!r}")
         order = f" ORDER BY {order_by}" if order_by else ""
         bounded = f" LIMIT {int(limit)}" if limit is not None else ""
-        self.cursor.execute(
-            f"SELECT * FROM {self.names[table]} WHERE {' AND '.join(clauses)}{order}{bounded}", params
-        )
-        return [dict(row) for row in self.cursor.fetchall()]
+        return f"SELECT * FROM {self.names[table]} WHERE {' AND '.join(clauses)}{order}{bounded}", params
 
     def select_one(self, table: str, where: Mapping[str, Any]) -> dict[str, Any] | None:
         rows = self.select(table, where)

@@ -13,6 +13,7 @@ from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient
 from projections.service import Projections
 from projections.sql import Writer
+from projections.store import Read
 from tests.helpers import T0, FakeClock, cause, publish_policy
 
 TARO = SubjectKey.email("taro@example.jp")
@@ -297,3 +298,35 @@ def test_a_live_generation_gets_the_indexes_its_view_declares_now(pg_ledger: Led
         ).fetchall()
     assert len(found) == 1
     assert "(subject_id)" in found[0]["indexdef"]
+
+
+def test_reads_together_give_the_rows_of_each_read_alone(ledger: Ledger) -> None:
+    """One statement on PostgreSQL (rows as JSON): the same values, types and order as separate reads."""
+    publish_policy(ledger)
+    collect(ledger, "r11")
+    collect(ledger, "r12")
+    ledger.open_disclosure(TARO, requested_format="json", cause=cause())
+    projections = Projections(ledger)
+    projections.catch_up()
+    subjects, requests = projections.view("subjects"), projections.view("requests")
+    taro = {"subject_id": str(ledger.subject_id(TARO))}
+    reads = [
+        Read(subjects, "subjects", taro),  # text, int, bool and NULL columns
+        Read(subjects, "items", taro, order_by="record_id, item"),
+        Read(subjects, "records", {}, order_by="record_id DESC"),
+        Read(subjects, "holds", {"subject_id": "nobody"}),  # no row
+        Read(subjects, "records", {}, conditions=[("record_id", "in", [])]),  # can match no row
+        Read(requests, "requests", taro),
+    ]
+    together = projections.store.read_together(reads)
+    alone = [
+        projections.store.read(r.view, r.table, r.where, r.order_by, conditions=r.conditions) for r in reads
+    ]
+    assert together == alone
+    # 0 == False in Python: the types are compared too (text, int, bool, NULL).
+    assert [{k: type(v) for k, v in row.items()} for rows in together for row in rows] == [
+        {k: type(v) for k, v in row.items()} for rows in alone for row in rows
+    ]
+    assert together[0][0]["erased_at"] is None
+    assert len(together[1]) > 1 and len(together[2]) > 1  # order is compared too
+    assert together[3] == [] and together[4] == []
