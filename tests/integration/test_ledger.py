@@ -609,3 +609,22 @@ def test_every_stored_event_says_who_caused_it_and_when(ledger: Ledger) -> None:
         assert caused.occurred_at.tzinfo is not None
         recorded_at = getattr(event, "timestamp", None)  # when it was recorded
         assert recorded_at is not None and recorded_at.tzinfo is not None
+
+
+def test_a_stale_save_of_a_few_events_conflicts_and_stores_none_of_them(ledger: Ledger) -> None:
+    """A command's few events go in one round trip on PostgreSQL; a version conflict still refuses all."""
+    from eventsourcing.persistence import IntegrityError  # noqa: PLC0415
+
+    publish_policy(ledger)
+    collect(ledger)
+    stale = ledger.data_subject(TARO)
+    stale.request_stop(request_id="first", cause=cause())
+    stale.request_erasure(cause=cause())
+    ledger.request_stop(TARO, request_id="race", cause=cause())  # a concurrent writer got there first
+    before = ledger.recorder.max_notification_id()
+    with pytest.raises(IntegrityError):
+        ledger.save(stale)
+    assert ledger.recorder.max_notification_id() == before
+    # The connection went back clean: the next command is recorded.
+    ledger.request_stop(TARO, request_id="after", cause=cause())
+    assert (ledger.recorder.max_notification_id() or 0) > (before or 0)
