@@ -178,7 +178,9 @@ class Contract:
         stream = io.BytesIO(body)
         try:
             record = fastavro.schemaless_reader(stream, writer.parsed, reader.parsed)
-        except (EOFError, StopIteration, ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the reader fails with, the body is malformed
+            # Seen: EOFError, ValueError, IndexError, TypeError, UnicodeDecodeError, and
+            # OverflowError for a timestamp past year 9999 (found by the fuzz test).
             raise MalformedBody(f"{writer.short_name} v{writer.version}: {exc.__class__.__name__}") from None
         if stream.tell() != len(body):
             raise MalformedBody(f"{len(body) - stream.tell()} bytes after the {writer.short_name} record")

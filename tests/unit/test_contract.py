@@ -204,3 +204,11 @@ def test_the_readme_table_of_schema_ids_and_fingerprints_is_true() -> None:
     documented = {(name, int(version), int(sid), fp) for name, version, sid, fp in rows}
     actual = {(v.short_name, v.version, v.schema_id, v.fingerprint.hex()) for v in CONTRACT.by_id.values()}
     assert documented == actual
+
+
+def test_a_time_out_of_range_is_malformed() -> None:
+    """A timestamp-micros long far past year 9999 (found by the fuzz test): dead-lettered, not a crash."""
+    record = account()
+    record["envelope"]["occurred_at"] = 2**62  # microseconds since 1970, written as the raw long
+    with pytest.raises(MalformedBody, match="OverflowError"):
+        CONTRACT.decode(CONTRACT.encode_confluent(ACCOUNT, record))
