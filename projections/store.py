@@ -316,8 +316,9 @@ class ViewStore:
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows of the active generation (raises ViewNotReady while none is)."""
+        names = self._reading_names(view)  # before the cursor: it may read the generations
         with self.reading() as cursor:
-            return Writer(cursor, self.dialect, self._reading_names(view)).select(
+            return Writer(cursor, self.dialect, names).select(
                 table, where, order_by, conditions=conditions, limit=limit
             )
 
@@ -393,9 +394,12 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
             return []
         parts: list[str] = []
         params: list[Any] = []
+        # The tables first: finding a view's generation may take a connection of its own,
+        # which must not wait while this read holds one (see Projections.subject).
+        names = [self._reading_names(read.view) for read in reads]
         with self.reading() as cursor:
             for number, read in enumerate(reads):
-                writer = Writer(cursor, self.dialect, self._reading_names(read.view))
+                writer = Writer(cursor, self.dialect, names[number])
                 query = writer.select_statement(
                     read.table, read.where, read.order_by, conditions=read.conditions
                 )
