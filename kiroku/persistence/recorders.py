@@ -32,6 +32,11 @@ def postgres_keys_table(schema: str) -> Identifier:
     return Identifier(schema, KEYS_TABLE)
 
 
+def _expect_ids(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> None:
+    if len(ids) != len(stored_events):
+        raise ProgrammingError(f"expected {len(stored_events)} notification ids, the table gave {len(ids)}")
+
+
 class KirokuPostgresRecorder(PostgresProcessRecorder):
     """PostgreSQL process recorder with the subject key table."""
 
@@ -126,10 +131,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                 ids = self._insert_few(curs, stored_events)
             else:
                 ids = self._copy_many(curs, stored_events)
-            if len(ids) != len(stored_events):
-                raise ProgrammingError(
-                    f"expected {len(stored_events)} notification ids, the table gave {len(ids)}"
-                )
+            _expect_ids(ids, stored_events)  # inside the transaction: a mismatch rolls it back
         return ids
 
     def _insert_few(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> list[int]:
@@ -147,9 +149,9 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         BEGIN, the lock, NOTIFY, the INSERT and COMMIT go as one simple query,
         values as literals quoted by psycopg: four round trips fewer than a
         transaction of separate statements, and the table lock is held for no
-        round trip to this process. If a statement fails, the rest are not run
-        and the connection goes back to the pool in a failed transaction, which
-        the pool rolls back.
+        round trip to this process. If a statement fails, the rest are not run,
+        and the transaction is rolled back here before the connection goes back
+        to the pool.
         """
         rows = SQL(", ").join(
             SQL("({}, {}, {}, {})").format(
@@ -175,10 +177,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                     ids = [row["notification_id"] for row in curs.fetchall()]
                 if not curs.nextset():
                     break
-        if len(ids) != len(stored_events):
-            raise ProgrammingError(
-                f"expected {len(stored_events)} notification ids, the table gave {len(ids)}"
-            )
+        _expect_ids(ids, stored_events)
         return ids
 
     def _copy_many(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent]) -> list[int]:
