@@ -29,16 +29,15 @@ def utc_text(moment: datetime | None) -> str | None:
     """A time as a fixed-width UTC string (``TIME_FORMAT``), so text order is time order."""
     if moment is None:
         return None
-    text = _UTC_TEXTS.get(moment)
-    if text is not None and moment.tzinfo is UTC:
-        return text
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
-    # isoformat is several times faster than strftime; the text is the same.
-    text = moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    if len(_UTC_TEXTS) >= _UTC_TEXTS_MAX:
-        _UTC_TEXTS.clear()
-    _UTC_TEXTS[moment] = text
+    text = _UTC_TEXTS.get(moment)
+    if text is None:
+        # isoformat is several times faster than strftime; the text is the same.
+        text = moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        if len(_UTC_TEXTS) >= _UTC_TEXTS_MAX:
+            _UTC_TEXTS.clear()
+        _UTC_TEXTS[moment] = text
     return text
 
 
@@ -267,7 +266,11 @@ class Writer:
         return ", ".join([self.dialect.placeholder] * count)
 
     def _where(self, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """``where`` as an SQL condition and its parameters, after every held row is written."""
         self.flush()
+        return self._equalities(where)
+
+    def _equalities(self, where: Mapping[str, Any]) -> tuple[str, list[Any]]:
         clauses = [f"{column} = {self.dialect.placeholder}" for column in where]
         return " AND ".join(clauses) or "1 = 1", list(where.values())
 
@@ -384,8 +387,8 @@ class Writer:
         limit: int | None = None,
     ) -> tuple[str, list[Any]] | None:
         """The statement and parameters :meth:`select` runs; None when it can match no row."""
-        clauses = [f"{column} = {self.dialect.placeholder}" for column in where] or ["1 = 1"]
-        params = list(where.values())
+        condition, params = self._equalities(where)
+        clauses = [condition]
         for column, operator, value in conditions:
             if operator == "in":
                 values = list(value)
