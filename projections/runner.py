@@ -28,7 +28,7 @@ from domain.application import Ledger
 from kiroku.persistence.ddl_lock import ddl_lock
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
 from projections.store import Generation, PostgresViewStore, SQLiteViewStore, ViewStopped, ViewStore
-from projections.view import Notified, View
+from projections.view import View, notified_page
 
 log = logging.getLogger("kiroku.projections")
 
@@ -88,7 +88,7 @@ class ViewRunner:
         """Applies the next page of events; returns how many there were."""
         after = self.store.position(self.generation) or 0
         notifications = self.ledger.recorder.select_notifications(start=after + 1, limit=self.page_size)
-        page = [Notified(n.id, n.topic, self.ledger.mapper.to_domain_event(n)) for n in notifications]
+        page = notified_page(notifications, self.ledger.mapper, self.view.event_types)
         self.store.apply_page(self.view, self.generation, page)
         self.applied += len(page)
         return len(page)

@@ -24,7 +24,7 @@ from domain.personal import Sealed
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
-from projections.view import Notified, View
+from projections.view import View, notified_page, wanted_event_types
 from projections.views import make_views
 from projections.views.subjects import ISSUANCE_HOLD_REASON
 
@@ -176,10 +176,11 @@ class Projections:
         progress: Callable[[int, int, float], None] | None,
     ) -> None:
         recorder, mapper = self.ledger.recorder, self.ledger.mapper
+        wanted = wanted_event_types(self.view(name) for name in building)
         after, applied, started = 0, 0, time.monotonic()
         while building:
             notifications = recorder.select_notifications(start=after + 1, limit=self.page_size)
-            page = [Notified(n.id, n.topic, mapper.to_domain_event(n)) for n in notifications]
+            page = notified_page(notifications, mapper, wanted)
             # The views' transactions overlap: while the database writes one view's
             # rows, this process prepares the next view's.
             futures = {

@@ -259,10 +259,11 @@ class ViewStore:
         self, view: View, generation: Generation, page: Sequence[Notified], *, buffered: bool
     ) -> None:
         names = self.table_names(view, generation.generation)
-        view.prepare(page)
+        used = [notified for notified in page if view.uses(notified)]
+        view.prepare(used)
         with self.transaction() as cursor:
             rows = Writer(cursor, self.dialect, names, buffered=buffered, tables=view.tables)
-            for notified in page:
+            for notified in used:
                 try:
                     view.apply(notified, rows)
                 except Exception as exc:

@@ -115,9 +115,7 @@ class _KeyTable(ABC):
             return
         candidates = [(s, g, self.wrapper.wrap(s, g, AESGCM.generate_key(256))) for s, g in missing]
         rows = self._fetch_or_insert_many(candidates)
-        ready = {
-            (s, g): self.wrapper.unwrap(s, g, wrapped) for s, g, wrapped in rows if wrapped is not None
-        }
+        ready = {(s, g): self.wrapper.unwrap(s, g, wrapped) for s, g, wrapped in rows if wrapped is not None}
         with self._sealing_lock:
             for pair in missing:
                 key = ready.get(pair)

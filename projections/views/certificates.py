@@ -11,6 +11,15 @@ from projections.view import Notified, View
 class Certificates(View):
     name = "certificates"
     schema = 1
+    event_types = frozenset(
+        {
+            "CertificateRecord.Collected",
+            "CertificateRecord.Corrected",
+            "CertificateRecord.Issued",
+            "CertificateRecord.ProvisionNoted",
+            "CertificateRecord.Revoked",
+        }
+    )
     tables = (
         Table(
             "certificates",

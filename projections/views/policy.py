@@ -9,6 +9,12 @@ from projections.view import Notified, View
 class PolicyVersions(View):
     name = "policy_versions"
     schema = 1
+    event_types = frozenset(
+        {
+            "PolicyCatalogue.Published",
+            "PolicyCatalogue.Revised",
+        }
+    )
     tables = (
         Table(
             "versions",

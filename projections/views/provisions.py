@@ -9,6 +9,11 @@ from projections.view import Notified, View
 class ProvisionLedger(View):
     name = "provision_ledger"
     schema = 1
+    event_types = frozenset(
+        {
+            "Provision.Recorded",
+        }
+    )
     tables = (
         Table(
             "provisions",

@@ -21,6 +21,18 @@ DISCLOSURE_STATES = {
 class Requests(View):
     name = "requests"
     schema = 1
+    event_types = frozenset(
+        {
+            *DISCLOSURE_STATES,
+            "DataSubject.Erased",
+            "DataSubject.ErasureRequested",
+            "DataSubject.StopDecided",
+            "DataSubject.StopRequested",
+            "DisclosureRequest.Fulfilled",
+            "DisclosureRequest.Received",
+            "DisclosureRequest.Refused",
+        }
+    )
     tables = (
         Table(
             "requests",

@@ -39,6 +39,22 @@ class Subjects(View):
 
     name = "subjects"
     schema = 2
+    event_types = frozenset(
+        {
+            "AcmeAccount.CertificateLinked",
+            "AcmeAccount.ContactsChanged",
+            "AcmeAccount.Registered",
+            "CertificateRecord.Collected",
+            "CertificateRecord.Corrected",
+            "CertificateRecord.Issued",
+            "DataSubject.AppearedOn",
+            "DataSubject.Erased",
+            "DataSubject.ErasureRequested",
+            "DataSubject.ProvisionNoted",
+            "DataSubject.Registered",
+            "DataSubject.StopDecided",
+        }
+    )
     tables = (
         Table(
             "subjects",
