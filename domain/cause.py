@@ -19,6 +19,8 @@ def _check_text(name: str, value: str | None, *, required: bool) -> None:
         raise InvalidCommand(f"cause: {name} must be a non-empty string")
     if len(value) > _MAX_TEXT:
         raise InvalidCommand(f"cause: {name} is longer than {_MAX_TEXT} characters")
+    if "\x00" in value:  # PostgreSQL's text and JSON values cannot hold it
+        raise InvalidCommand(f"cause: {name} must not contain a NUL character")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ def view_store_for(ledger: Ledger, views: Iterable[View] = ()) -> ViewStore:
     recorder = ledger.recorder
     if isinstance(recorder, KirokuPostgresRecorder):
         pg = PostgresViewStore(recorder.datastore)
+        if ledger.mapper.cipher is None and ledger.mapper.compressor is None:
+            pg.events_table = pg.qualified(recorder.events_table_name)  # views may read the events' JSON
         kwargs = recorder.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
         # Creating the tables: one process at a time (the API's workers start together).
@@ -88,7 +90,7 @@ class ViewRunner:
         """Applies the next page of events; returns how many there were."""
         after = self.store.position(self.generation) or 0
         notifications = self.ledger.recorder.select_notifications(start=after + 1, limit=self.page_size)
-        page = notified_page(notifications, self.ledger.mapper, self.view.event_types)
+        page = notified_page(notifications, self.ledger.mapper)
         self.store.apply_page(self.view, self.generation, page)
         self.applied += len(page)
         return len(page)

@@ -24,7 +24,7 @@ from domain.personal import Sealed
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
-from projections.view import View, notified_page, wanted_event_types
+from projections.view import Notified, View, notified_page
 from projections.views import make_views
 from projections.views.subjects import ISSUANCE_HOLD_REASON
 
@@ -162,11 +162,41 @@ class Projections:
         A view that stops is taken out of ``building``; the stops are returned.
         """
         stops: list[ViewStopped] = []
+        in_database = {n: g for n, g in building.items() if self.store.in_database(self.view(n))}
+        in_python = {n: g for n, g in building.items() if n not in in_database}
         # SQLite takes one writer at a time: there the views' pages take turns.
         parallel = 1 if isinstance(self.store, SQLiteViewStore) else max(len(building), 1)
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rebuild") as workers:
-            self._rebuild_pages(building, stops, workers, progress)
+            # A view applied in the database needs no event read here: its own worker
+            # walks the notification ids, while the others' pages are read and applied.
+            ranges = {
+                name: workers.submit(self._rebuild_in_database, name, g) for name, g in in_database.items()
+            }
+            self._rebuild_pages(in_python, stops, workers, progress)
+            for name, future in ranges.items():
+                try:
+                    future.result()
+                except ViewStopped as stopped:
+                    log.error("rebuild of %s: %s", name, stopped)
+                    stops.append(stopped)
+        for stop in stops:
+            building.pop(stop.view, None)
         return stops
+
+    def _rebuild_in_database(self, name: str, generation: Generation) -> None:
+        """Applies every event so far to a view applied in the database, a page of ids at a time."""
+        view, recorder = self.view(name), self.ledger.recorder
+        head = recorder.max_notification_id() or 0
+        first = 1
+        while first <= head:
+            last = min(first + self.page_size - 1, head)
+
+            def page(first: int = first, last: int = last) -> list[Notified]:
+                stored = recorder.select_notifications(start=first, limit=self.page_size, stop=last)
+                return notified_page(stored, self.ledger.mapper)
+
+            self.store.apply_range(view, generation, first, last, page)
+            first = last + 1
 
     def _rebuild_pages(
         self,
@@ -176,11 +206,10 @@ class Projections:
         progress: Callable[[int, int, float], None] | None,
     ) -> None:
         recorder, mapper = self.ledger.recorder, self.ledger.mapper
-        wanted = wanted_event_types(self.view(name) for name in building)
         after, applied, started = 0, 0, time.monotonic()
         while building:
             notifications = recorder.select_notifications(start=after + 1, limit=self.page_size)
-            page = notified_page(notifications, mapper, wanted)
+            page = notified_page(notifications, mapper)
             # The views' transactions overlap: while the database writes one view's
             # rows, this process prepares the next view's.
             futures = {

@@ -60,6 +60,7 @@ class Table:
 
 
 class Dialect(Protocol):
+    name: str
     placeholder: str
     types: Mapping[str, str]
 
@@ -102,6 +103,7 @@ def _upsert_statement(table: str, columns: Sequence[str], key: Sequence[str], so
 
 
 class PostgresDialect:
+    name = "postgres"
     placeholder = "%s"
     types: Mapping[str, str] = {"text": "text", "int": "bigint", "bool": "boolean"}
 
@@ -147,7 +149,7 @@ class PostgresDialect:
     # whatever the number of rows, parsed and planned once (psycopg caches and prepares
     # it). A multi-row VALUES list was parsed again by psycopg for every page.
     def _unnest(self, kinds: Sequence[str]) -> str:
-        return f"unnest({', '.join(f'%s::{self.types[k]}[]' for k in kinds)})"
+        return f"unnest({', '.join(f'%b::{self.types[k]}[]' for k in kinds)})"
 
     @staticmethod
     def _arrays(rows: list[list[Any]], width: int) -> list[list[Any]]:
@@ -155,6 +157,7 @@ class PostgresDialect:
 
 
 class SQLiteDialect:
+    name = "sqlite"
     placeholder = "?"
     types: Mapping[str, str] = {"text": "TEXT", "int": "INTEGER", "bool": "INTEGER"}
 
@@ -234,6 +237,21 @@ class _Pending:
             self.by_key[tuple(row[i] for i in self.key_columns)] = row
 
 
+@dataclass
+class _ByKey:
+    """Whole-row upserts and deletes of one table by its primary key: the last one of each key.
+
+    Rows of different keys do not touch each other, so the held deletes and
+    upserts are written in two statements whatever their order. A later upsert
+    or delete of a key replaces the one held for it: an upsert writes every
+    column, so it leaves the row as a delete and an insert would.
+    """
+
+    key: tuple[str, ...]
+    columns: tuple[str, ...] | None = None  # the upserts' columns, once one is held
+    last: dict[tuple[Any, ...], list[Any] | None] = field(default_factory=dict)  # None: deleted
+
+
 class Writer:
     """Row operations on the tables of one view generation, inside one transaction.
 
@@ -260,7 +278,7 @@ class Writer:
         self.buffered = buffered
         self.primary_keys = {t.name: t.primary_key for t in tables}
         self.kinds = {t.name: dict(t.columns) for t in tables}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, _Pending | _ByKey] = {}
 
     def _marks(self, count: int) -> str:
         return ", ".join([self.dialect.placeholder] * count)
@@ -275,18 +293,57 @@ class Writer:
         return " AND ".join(clauses) or "1 = 1", list(where.values())
 
     def _buffer(self, table: str, row: Mapping[str, Any], action: str, key: Sequence[str]) -> None:
-        columns, keys = tuple(row), tuple(key)
         pending = self._pending.get(table)
-        if pending is not None and (pending.action, pending.columns, pending.key) != (action, columns, keys):
+        primary_key = self.primary_keys.get(table)
+        if (
+            action != "insert"
+            and primary_key
+            and self._whole_row_by_key(table, row, action, key, primary_key)
+        ):
+            columns = tuple(row) if action == "upsert" else None
+            if not isinstance(pending, _ByKey) or (columns and pending.columns not in {None, columns}):
+                if pending is not None:
+                    self._flush_table(table, pending)
+                pending = self._pending[table] = _ByKey(tuple(primary_key))
+            if columns:
+                pending.columns = columns
+            pending.last[tuple(row[k] for k in primary_key)] = list(row.values()) if columns else None
+            return
+        columns, keys = tuple(row), tuple(key)
+        if pending is not None and (
+            isinstance(pending, _ByKey)
+            or (pending.action, pending.columns, pending.key) != (action, columns, keys)
+        ):
             self._flush_table(table, pending)
             pending = None
         if pending is None:
             pending = self._pending[table] = _Pending(action, columns, keys)
         pending.append(list(row.values()))
 
-    def _flush_table(self, table: str, pending: _Pending) -> None:
+    def _whole_row_by_key(
+        self, table: str, row: Mapping[str, Any], action: str, key: Sequence[str], primary_key: Sequence[str]
+    ) -> bool:
+        """An upsert of every column on the primary key, or a delete that names just the primary key."""
+        if action == "upsert":
+            return set(key) == set(primary_key) and len(row) == len(self.kinds[table])
+        return len(row) == len(primary_key) and set(row) == set(primary_key)
+
+    def _flush_table(self, table: str, pending: _Pending | _ByKey) -> None:
         del self._pending[table]
         name = self.names[table]
+        if isinstance(pending, _ByKey):
+            gone = [list(key) for key, row in pending.last.items() if row is None]
+            kept = [row for row in pending.last.values() if row is not None]
+            if gone:
+                kinds = [self.kinds[table][c] for c in pending.key]
+                self.dialect.delete_many(self.cursor, name, pending.key, gone, kinds=kinds)
+            if kept:
+                assert pending.columns is not None
+                kinds = [self.kinds[table][c] for c in pending.columns]
+                self.dialect.upsert_many(
+                    self.cursor, name, pending.columns, kept, kinds=kinds, key=pending.key
+                )
+            return
         kinds = [self.kinds[table][c] for c in pending.columns] if pending.action != "insert" else []
         if pending.action == "upsert":
             self.dialect.upsert_many(
@@ -338,7 +395,12 @@ class Writer:
         """
         pending = self._pending.get(table)
         key = self.primary_keys.get(table)
-        if pending is None or pending.action != "insert" or not key or set(where) != set(key):
+        if (
+            not isinstance(pending, _Pending)
+            or pending.action != "insert"
+            or not key
+            or set(where) != set(key)
+        ):
             return False
         if not set(changes) <= set(pending.columns):
             return False

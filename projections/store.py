@@ -10,10 +10,11 @@ event's notification id and type, until an operator retries it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ from projections.sql import (
     utc_text,
 )
 from projections.view import Notified, View
+
+log = logging.getLogger("kiroku.projections")
 
 #: How long readers go on using the active generation they looked up.
 READING_GENERATION_SECONDS = 1.0
@@ -93,6 +96,10 @@ class _BulkWriteFailed(Exception):
     """Raised when a page failed while its rows were held back for bulk writing."""
 
 
+class _InDatabaseFailed(Exception):
+    """Raised when a view's own SQL statement could not apply a page."""
+
+
 @dataclass(frozen=True)
 class Generation:
     name: str
@@ -121,6 +128,8 @@ class ViewStore:
     """The backend-neutral part: generations, status, applying a page of events."""
 
     dialect: Dialect
+    #: The event store's table, when its events' state is plain JSON a statement can read.
+    events_table: str | None = None
 
     @contextmanager
     def pinned(self) -> Iterator[None]:
@@ -242,6 +251,10 @@ class ViewStore:
             )
         self.note_active(replace(generation, state="active"))
 
+    def in_database(self, view: View) -> bool:
+        """Whether this store applies the view's events with the view's own SQL statement."""
+        return self.events_table is not None and self.dialect.name in view.in_database
+
     def apply_page(self, view: View, generation: Generation, page: Sequence[Notified]) -> None:
         """Applies the events and moves the tracking record, in one transaction.
 
@@ -250,13 +263,67 @@ class ViewStore:
         """
         if not page:
             return
+        if self.in_database(view):
+            first, last = page[0].notification_id, page[-1].notification_id
+            self.apply_range(view, generation, first, last, lambda: page)
+            return
         try:
             self._apply_page(view, generation, page, buffered=True)
         except _BulkWriteFailed:
             self._apply_page(view, generation, page, buffered=False)
 
+    def apply_range(
+        self,
+        view: View,
+        generation: Generation,
+        first: int,
+        last: int,
+        page: Callable[[], Sequence[Notified]],
+    ) -> None:
+        """Applies the stored events ``first`` to ``last`` with the view's SQL statement.
+
+        The tracking record moves to ``last``, in the same transaction. Should
+        the statement fail (on an event its SQL cannot read), the events
+        (``page()``) are applied in Python instead, and the log says so.
+        """
+        assert self.events_table is not None, "only for a view applied in the database"
+        try:
+            with self.transaction() as cursor:
+                names = self.table_names(view, generation.generation)
+                try:
+                    # The planner's estimate of a page is far too high; compiling the
+                    # statement (JIT) took longer than running it.
+                    cursor.execute("SET LOCAL jit = off")
+                    cursor.execute(
+                        view.database_page(names, self.events_table), {"first": first, "last": last}
+                    )
+                except Exception as exc:
+                    raise _InDatabaseFailed from exc
+                self.insert_tracking_in(cursor, Tracking(generation.stream, last))
+            return
+        except _InDatabaseFailed as failed:
+            log.warning(
+                "view %s: the database could not apply notifications %s to %s (%s); "
+                "they are applied in Python",
+                view.name,
+                first,
+                last,
+                type(failed.__cause__).__name__,
+            )
+        events = page()
+        try:
+            self._apply_page(view, generation, events, buffered=True, up_to=last)
+        except _BulkWriteFailed:
+            self._apply_page(view, generation, events, buffered=False, up_to=last)
+
     def _apply_page(
-        self, view: View, generation: Generation, page: Sequence[Notified], *, buffered: bool
+        self,
+        view: View,
+        generation: Generation,
+        page: Sequence[Notified],
+        *,
+        buffered: bool,
+        up_to: int | None = None,
     ) -> None:
         names = self.table_names(view, generation.generation)
         used = [notified for notified in page if view.uses(notified)]
@@ -274,7 +341,8 @@ class ViewStore:
                 rows.flush()
             except Exception as exc:
                 raise _BulkWriteFailed from exc
-            self.insert_tracking_in(cursor, Tracking(generation.stream, page[-1].notification_id))
+            position = page[-1].notification_id if up_to is None else up_to
+            self.insert_tracking_in(cursor, Tracking(generation.stream, position))
 
     def mark_stopped(self, stopped: ViewStopped) -> None:
         with self.transaction() as cursor:

@@ -3,60 +3,43 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from eventsourcing.persistence import Mapper, Notification
 
 from projections.sql import Table, Writer
 
+_NOT_YET: Any = object()
 
-@dataclass(frozen=True)
+
 class Notified:
     """An event with where it stands in the event store's notification log.
 
-    ``event`` is None when no view it was read for uses this kind of event: it
-    was not decoded (see :func:`notified_page`).
+    The stored event is decoded when ``event`` is first read, so an event that
+    no view reads is never decoded.
     """
 
-    notification_id: int
-    topic: str
-    event: Any
-    #: ``Aggregate.Event``, from the stored topic ``module:Aggregate.Event``; every view
-    #: asks for it, so it is worked out once.
-    event_type: str = field(init=False, compare=False)
+    __slots__ = ("_event", "_mapper", "event_type", "notification_id", "stored", "topic")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "event_type", event_type_of(self.topic))
+    def __init__(self, stored: Notification, mapper: Mapper[Any]) -> None:
+        self.stored = stored
+        self.notification_id: int = stored.id
+        self.topic: str = stored.topic
+        #: ``Aggregate.Event``, from the stored topic ``module:Aggregate.Event``.
+        self.event_type = event_type_of(stored.topic)
+        self._mapper = mapper
+        self._event = _NOT_YET
 
-
-def wanted_event_types(views: Iterable[View]) -> frozenset[str] | None:
-    """Every kind of event one of these views reads; None when one of them reads every event."""
-    wanted: set[str] = set()
-    for view in views:
-        if view.event_types is None:
-            return None
-        wanted |= view.event_types
-    return frozenset(wanted)
+    @property
+    def event(self) -> Any:
+        if self._event is _NOT_YET:
+            self._event = self._mapper.to_domain_event(self.stored)
+        return self._event
 
 
-def notified_page(
-    notifications: Sequence[Notification], mapper: Mapper[Any], wanted: Collection[str] | None
-) -> list[Notified]:
-    """A page of stored events for views that read ``wanted`` kinds (None: every kind).
-
-    An event none of them reads is not decoded (its ``event`` is None), but it
-    stays in the page: a view's position moves past it.
-    """
-    return [
-        Notified(
-            n.id,
-            n.topic,
-            mapper.to_domain_event(n) if wanted is None or event_type_of(n.topic) in wanted else None,
-        )
-        for n in notifications
-    ]
+def notified_page(notifications: Sequence[Notification], mapper: Mapper[Any]) -> list[Notified]:
+    return [Notified(n, mapper) for n in notifications]
 
 
 def event_type_of(topic: str) -> str:
@@ -70,18 +53,30 @@ class View(ABC):
     ``name`` is what readers ask for; ``schema`` is bumped whenever the tables or
     the meaning of a row change, which calls for a rebuild beside the old one.
     ``event_types`` names the kinds of event (``Aggregate.Event``) the view
-    reads; only those are decoded for it and given to :meth:`apply`. None
-    means every event.
+    reads; only those are given to :meth:`apply` (and so decoded). None means
+    every event.
+
+    A view may also apply a page of events inside the database with one SQL
+    statement (:meth:`database_page`) on the backends ``in_database`` names;
+    there its :meth:`apply` is kept for the pages that statement cannot take.
     """
 
     name: ClassVar[str]
     schema: ClassVar[int]
     tables: ClassVar[Sequence[Table]]
     event_types: ClassVar[frozenset[str] | None] = None
+    in_database: ClassVar[frozenset[str]] = frozenset()
 
-    @classmethod
-    def uses(cls, notified: Notified) -> bool:
-        return cls.event_types is None or notified.event_type in cls.event_types
+    def uses(self, notified: Notified) -> bool:
+        return self.event_types is None or notified.event_type in self.event_types
+
+    def database_page(self, names: Mapping[str, str], events: str) -> str:
+        """The statement that applies the stored events ``%(first)s`` to ``%(last)s`` of ``events``.
+
+        ``names`` are the generation's tables. The statement reads each event's
+        state as the JSON the event store keeps. Only for backends in ``in_database``.
+        """
+        raise NotImplementedError(f"view {self.name} applies its events in Python only")
 
     def prepare(self, page: Sequence[Notified]) -> None:  # noqa: B027 - most views need nothing
         """Reads what applying this page needs from outside the view, before its transaction opens."""

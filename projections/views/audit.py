@@ -9,7 +9,7 @@ subjects each event concerns, by pseudonymous id only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -83,9 +83,165 @@ def record_of(notified: Notified) -> UUID | None:
     return None
 
 
+def _utc(text: str) -> str:
+    """SQL: an ISO time from the events' JSON as ``utc_text`` writes it (fixed-width UTC)."""
+    return f"""to_char(({text})::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+def _uuid(text: str) -> str:
+    """SQL: a UUID the events' JSON holds as hex (``uuid_hex``), as ``id_text`` writes it."""
+    return f"({text})::uuid::text"
+
+
+def _elements(choices: str) -> str:
+    """SQL: the elements of the JSON array a ``CASE`` picks (none for anything else)."""
+    return f"jsonb_array_elements(coalesce(CASE {choices} END, '[]'::jsonb))"
+
+
+_FIXED_KINDS = ", ".join(f"'{kind}'" for kind in FIXED_CLAUSES)
+_FIXED = " ".join(f"WHEN '{kind}' THEN '{clause}'" for kind, clause in FIXED_CLAUSES.items())
+_SEALED = _elements(
+    "WHEN j.kind IN ('CertificateRecord.Collected', 'AcmeAccount.Registered') THEN j.s->'items' "
+    "WHEN j.kind = 'CertificateRecord.Corrected' THEN j.s->'personal_changes' "
+    "WHEN j.kind = 'AcmeAccount.ContactsChanged' THEN j.s->'added'"
+)
+_IDS = _elements(
+    "WHEN j.kind = 'AcmeAccount.ContactsChanged' THEN j.s->'removed' "
+    "WHEN j.kind = 'AccessRecord.Recorded' THEN j.s->'subject_ids'"
+)
+_PROVIDED = _elements("WHEN j.kind = 'Provision.Recorded' THEN j.s->'items'")
+#: The kinds of event (besides ``DataSubject.*``) whose state names the subjects they concern.
+_CONCERNING_KINDS = ", ".join(
+    f"'{kind}'"
+    for kind in (
+        "CertificateRecord.Collected",
+        "AcmeAccount.Registered",
+        "CertificateRecord.Corrected",
+        "AcmeAccount.ContactsChanged",
+        "AccessRecord.Recorded",
+        "Provision.Recorded",
+        "DisclosureRequest.Received",
+    )
+)
+
+#: The audit trail applied inside PostgreSQL: the same rows as ``AuditTrail.apply``, by
+#: the same rules (``clause_of``, ``subjects_of``, ``record_of``, the policy in force),
+#: as one statement per page. The parts of one statement all see the tables as they
+#: were before it, so the versions and disclosures a page brings are taken from the
+#: page itself, each by the events after it.
+_PAGE = f"""
+WITH page AS MATERIALIZED (
+    SELECT e.notification_id, j.kind, e.originator_id::text AS aggregate_id,
+           {_utc("j.s->'cause'->'_data_'->>'occurred_at'")} AS occurred_at,
+           {_utc("j.s->'timestamp'->>'_data_'")} AS recorded_at,
+           j.s->'cause'->'_data_'->>'actor' AS actor,
+           j.s->'cause'->'_data_'->>'source_system' AS source_system,
+           j.s->'cause'->'_data_'->>'upstream_event_id' AS upstream_event_id,
+           j.s->'cause'->'_data_'->>'correlation_id' AS correlation_id,
+           j.s->'cause'->'_data_'->>'kafka_position' AS kafka_position,
+           j.s ? 'policy_version' AS names_its_policy,
+           coalesce(j.s->>'policy_version', 'None') AS own_policy_version,
+           CASE
+               WHEN j.kind IN ({_FIXED_KINDS}) THEN CASE j.kind {_FIXED} END
+               WHEN j.kind = 'PolicyCatalogue.Revised' THEN
+                   CASE WHEN coalesce(j.s->>'justification', '') <> '' THEN '§3, §12' ELSE '§12' END
+               WHEN j.kind = 'Provision.Recorded' THEN
+                   '§' || (j.s->>'category')
+                   || CASE WHEN coalesce(j.s->>'legal_ground', '') <> ''
+                           THEN ' (' || (j.s->>'legal_ground') || ')' ELSE '' END
+                   || CASE WHEN j.s->'record_required' = 'true'::jsonb THEN '; APPI Art. 29' ELSE '' END
+               WHEN j.kind IN ('DataSubject.ProvisionNoted', 'CertificateRecord.ProvisionNoted') THEN
+                   '§' || (j.s->>'category')
+               WHEN j.kind LIKE 'DisclosureRequest.%%' THEN '§7'
+           END AS clause,
+           CASE
+               WHEN j.kind LIKE 'CertificateRecord.%%' THEN e.originator_id::text
+               WHEN j.kind IN ('Provision.Recorded', 'AcmeAccount.CertificateLinked') THEN
+                   {_uuid("j.s->'certificate_record_id'->>'_data_'")}
+           END AS certificate_record_id,
+           j.s->>'version' AS version,
+           {_utc("j.s->'effective_from'->>'_data_'")} AS effective_from,
+           {_uuid("j.s->'subject_id'->>'_data_'")} AS subject_id,
+           CASE WHEN j.kind IN ({_CONCERNING_KINDS}) OR j.kind LIKE 'DataSubject.%%' THEN ARRAY(
+               SELECT e.originator_id::text WHERE j.kind LIKE 'DataSubject.%%'
+               UNION ALL
+               SELECT {_uuid("sealed->'_data_'->>'s'")} FROM {_SEALED} AS sealed
+               UNION ALL
+               SELECT {_uuid("id->>'_data_'")} FROM {_IDS} AS id
+               UNION ALL
+               SELECT {_uuid("item->'subject_id'->>'_data_'")} FROM {_PROVIDED} AS item
+               UNION ALL
+               SELECT {_uuid("j.s->'subject_id'->>'_data_'")} WHERE j.kind = 'DisclosureRequest.Received'
+           ) END AS subjects
+    FROM {{events}} AS e
+    -- OFFSET 0 keeps the parsed state one value, not an expression repeated at each use.
+    CROSS JOIN LATERAL (
+        SELECT convert_from(e.state, 'UTF8')::jsonb AS s, substring(e.topic from '[^:]*$') AS kind OFFSET 0
+    ) AS j
+    WHERE e.notification_id BETWEEN %(first)s AND %(last)s
+),
+new_versions AS (
+    SELECT notification_id, version, effective_from
+    FROM page WHERE kind IN ('PolicyCatalogue.Published', 'PolicyCatalogue.Revised')
+),
+new_disclosures AS (
+    SELECT notification_id, aggregate_id AS request_id, subject_id
+    FROM page WHERE kind = 'DisclosureRequest.Received'
+),
+versions_written AS (
+    INSERT INTO {{policy}} (version, effective_from)
+    SELECT version, effective_from FROM new_versions ORDER BY notification_id
+),
+disclosures_written AS (
+    INSERT INTO {{disclosures}} (request_id, subject_id)
+    SELECT request_id, subject_id FROM new_disclosures ORDER BY notification_id
+),
+events_written AS (
+    INSERT INTO {{audit_events}} (
+        notification_id, event_type, aggregate_id, occurred_at, recorded_at, actor, source_system,
+        upstream_event_id, correlation_id, kafka_position, policy_version, clause, certificate_record_id
+    )
+    SELECT p.notification_id, p.kind, p.aggregate_id, p.occurred_at, p.recorded_at, p.actor,
+           p.source_system, p.upstream_event_id, p.correlation_id, p.kafka_position,
+           CASE
+               WHEN p.names_its_policy THEN p.own_policy_version
+               WHEN p.occurred_at IS NULL THEN NULL
+               ELSE (
+                   SELECT v.version FROM (
+                       SELECT version, effective_from FROM {{policy}}
+                       UNION ALL
+                       SELECT version, effective_from FROM new_versions AS n
+                       WHERE n.notification_id <= p.notification_id
+                   ) AS v
+                   WHERE v.effective_from <= p.occurred_at
+                   ORDER BY v.effective_from DESC LIMIT 1
+               )
+           END,
+           p.clause, p.certificate_record_id
+    FROM page AS p
+)
+INSERT INTO {{event_subjects}} (subject_id, notification_id)
+SELECT DISTINCT concerned.subject_id, p.notification_id
+FROM page AS p
+CROSS JOIN LATERAL (
+    SELECT unnest(p.subjects)
+    UNION ALL
+    SELECT d.subject_id FROM (
+        SELECT request_id, subject_id FROM {{disclosures}}
+        UNION ALL
+        SELECT request_id, subject_id FROM new_disclosures AS n WHERE n.notification_id < p.notification_id
+    ) AS d
+    WHERE p.kind LIKE 'DisclosureRequest.%%' AND p.kind <> 'DisclosureRequest.Received'
+      AND d.request_id = p.aggregate_id
+) AS concerned (subject_id)
+WHERE concerned.subject_id IS NOT NULL
+"""
+
+
 class AuditTrail(View):
     name = "audit_trail"
     schema = 1
+    in_database = frozenset({"postgres"})
     tables = (
         Table(
             "events",
@@ -123,6 +279,15 @@ class AuditTrail(View):
 
     def __init__(self) -> None:
         self._policy: list[dict[str, Any]] | None = None
+
+    def database_page(self, names: Mapping[str, str], events: str) -> str:
+        return _PAGE.format(
+            events=events,
+            policy=names["policy"],
+            disclosures=names["disclosures"],
+            audit_events=names["events"],
+            event_subjects=names["event_subjects"],
+        )
 
     def prepare(self, page: Sequence[Notified]) -> None:  # noqa: ARG002 - the page needs nothing read ahead
         self._policy = None  # read again in each page's transaction

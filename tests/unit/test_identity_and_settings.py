@@ -54,6 +54,12 @@ def test_a_cause_needs_an_aware_time_and_an_actor() -> None:
         Cause(actor=" ", source_system="s", occurred_at=T0)
 
 
+def test_a_cause_with_a_nul_character_is_refused() -> None:
+    # PostgreSQL's text columns and JSON values cannot hold it: the views could not show the event.
+    with pytest.raises(InvalidCommand, match="correlation_id must not contain a NUL"):
+        Cause(actor="a", source_system="s", occurred_at=T0, correlation_id="corr\x00-1")
+
+
 def test_embedded_default_creates_its_keys_once(tmp_path: Path) -> None:
     first = Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path)})
     second = Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path)})
