@@ -12,15 +12,18 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
+
 from domain.application import Ledger
 from domain.personal import Sealed
+from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
@@ -185,18 +188,36 @@ class Projections:
 
     def _rebuild_in_database(self, name: str, generation: Generation) -> None:
         """Applies every event so far to a view applied in the database, a page of ids at a time."""
-        view, recorder = self.view(name), self.ledger.recorder
-        head = recorder.max_notification_id() or 0
-        first = 1
-        while first <= head:
-            last = min(first + self.page_size - 1, head)
+        view = self.view(name)
+        for first, last in self._id_pages():
 
             def page(first: int = first, last: int = last) -> list[Notified]:
-                stored = recorder.select_notifications(start=first, limit=self.page_size, stop=last)
-                return notified_page(stored, self.ledger.mapper)
+                return notified_page(self._notifications_between(first, last, None), self.ledger.mapper)
 
             self.store.apply_range(view, generation, first, last, page)
+
+    def _id_pages(self) -> Iterator[tuple[int, int]]:
+        """Notification ids ``page_size`` at a time, from 1 to the last one there is when the walk gets there.
+
+        Ids are given out under the event store's table lock, so once an id can
+        be seen, every lower one is written (or never will be).
+        """
+        first, head = 1, 0
+        while True:
+            if first > head:
+                head = self.ledger.recorder.max_notification_id() or 0
+                if first > head:
+                    return
+            last = min(first + self.page_size - 1, head)
+            yield first, last
             first = last + 1
+
+    def _notifications_between(
+        self, first: int, last: int, kinds: frozenset[str] | None
+    ) -> list[Notification]:
+        recorder = self.ledger.recorder
+        assert isinstance(recorder, KirokuPostgresRecorder | KirokuSQLiteRecorder)
+        return recorder.notifications_between(first, last, kinds)
 
     def _rebuild_pages(
         self,
@@ -205,15 +226,21 @@ class Projections:
         workers: ThreadPoolExecutor,
         progress: Callable[[int, int, float], None] | None,
     ) -> None:
-        recorder, mapper = self.ledger.recorder, self.ledger.mapper
-        after, applied, started = 0, 0, time.monotonic()
-        while building:
-            notifications = recorder.select_notifications(start=after + 1, limit=self.page_size)
-            page = notified_page(notifications, mapper)
+        """Reads the events these views read, a page of ids at a time, and applies each page to them all."""
+        kinds: set[str] | None = set()
+        for name in building:
+            wanted = self.view(name).event_types
+            kinds = None if kinds is None or wanted is None else kinds | wanted
+        started = time.monotonic()
+        for first, last in self._id_pages():
+            if not building:
+                break
+            stored = self._notifications_between(first, last, None if kinds is None else frozenset(kinds))
+            page = notified_page(stored, self.ledger.mapper)
             # The views' transactions overlap: while the database writes one view's
             # rows, this process prepares the next view's.
             futures = {
-                name: workers.submit(self.store.apply_page, self.view(name), generation, page)
+                name: workers.submit(self.store.apply_page, self.view(name), generation, page, through=last)
                 for name, generation in building.items()
             }
             for name, future in futures.items():
@@ -223,14 +250,9 @@ class Projections:
                     log.error("rebuild of %s: %s", name, stopped)
                     stops.append(stopped)
                     del building[name]
-            applied += len(page)
-            if page:
-                after = page[-1].notification_id
             if progress is not None:
-                head = recorder.max_notification_id() or 0
-                progress(after, head, applied / max(time.monotonic() - started, 1e-9))
-            if len(page) < self.page_size:
-                break
+                head = self.ledger.recorder.max_notification_id() or 0
+                progress(last, head, last / max(time.monotonic() - started, 1e-9))
 
     # Status and queries ------------------------------------------------------
 

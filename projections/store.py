@@ -255,22 +255,30 @@ class ViewStore:
         """Whether this store applies the view's events with the view's own SQL statement."""
         return self.events_table is not None and self.dialect.name in view.in_database
 
-    def apply_page(self, view: View, generation: Generation, page: Sequence[Notified]) -> None:
+    def apply_page(
+        self, view: View, generation: Generation, page: Sequence[Notified], *, through: int | None = None
+    ) -> None:
         """Applies the events and moves the tracking record, in one transaction.
 
+        ``through`` is the last notification id the page stands for, when the
+        page holds only the kinds of event its views read (the view's position
+        moves there even if none is in the page); by default, its last event's.
         Rows are written in bulk. If a bulk write fails, the page is applied
         again one row at a time, so the error names the event that caused it.
         """
-        if not page:
-            return
         if self.in_database(view):
-            first, last = page[0].notification_id, page[-1].notification_id
-            self.apply_range(view, generation, first, last, lambda: page)
+            if through is not None:
+                raise ValueError(f"view {view.name} is applied in the database: it needs every event's id")
+            if page:
+                first, last = page[0].notification_id, page[-1].notification_id
+                self.apply_range(view, generation, first, last, lambda: page)
+            return
+        if not page and through is None:
             return
         try:
-            self._apply_page(view, generation, page, buffered=True)
+            self._apply_page(view, generation, page, buffered=True, up_to=through)
         except _BulkWriteFailed:
-            self._apply_page(view, generation, page, buffered=False)
+            self._apply_page(view, generation, page, buffered=False, up_to=through)
 
     def apply_range(
         self,

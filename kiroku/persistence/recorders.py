@@ -10,17 +10,23 @@ are inserted. Either both happen or neither does.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
+from eventsourcing.persistence import (
+    InterfaceError,
+    Notification,
+    OperationalError,
+    ProgrammingError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
 from eventsourcing.utils import retry
 from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier, Literal
 
 KEYS_TABLE = "kiroku_subject_keys"
@@ -83,6 +89,14 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(table=events_table)
+        between = (
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
+            "WHERE notification_id BETWEEN %s AND %s"
+        )
+        self._between_statement = SQL(between + " ORDER BY notification_id").format(table=events_table)
+        self._between_of_kinds_statement = SQL(
+            between + " AND substring(topic from '[^:]*$') = ANY(%s) ORDER BY notification_id"
+        ).format(table=events_table)
         self.shred_statement = SQL(
             "INSERT INTO {table} (subject_id, generation, wrapped_key, destroyed_at) "
             "VALUES (%s, %s, NULL, now()) "
@@ -105,6 +119,25 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                     state=bytes(row["state"]),
                 )
                 for row in curs.fetchall()
+            ]
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def notifications_between(
+        self, first: int, last: int, event_types: Collection[str] | None = None
+    ) -> list[Notification]:
+        """The notifications ``first`` to ``last``; of these kinds (``Aggregate.Event``) only, if given.
+
+        The database leaves out the other kinds, so they are neither sent nor
+        turned into objects here.
+        """
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            if event_types is None:
+                curs.execute(self._between_statement, (first, last), prepare=True)
+            else:
+                curs.execute(self._between_of_kinds_statement, (first, last, list(event_types)), prepare=True)
+            return [
+                Notification(id=i, originator_id=o, originator_version=v, topic=t, state=bytes(s))
+                for i, o, v, t, s in curs.fetchall()
             ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
@@ -225,6 +258,15 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(), SQLITE_KEYS_DDL]
+
+    def notifications_between(
+        self, first: int, last: int, event_types: Collection[str] | None = None
+    ) -> list[Notification]:
+        """The notifications ``first`` to ``last``; of these kinds (``Aggregate.Event``) only, if given."""
+        found = self.select_notifications(start=first, limit=last - first + 1, stop=last)
+        if event_types is None:
+            return list(found)
+        return [n for n in found if n.topic.rsplit(":", 1)[-1] in event_types]
 
     def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, ordered by aggregate and version."""
