@@ -100,7 +100,7 @@ def rebuild_in_processes(
     switching readers to every view that was rebuilt.
     """
     groups = share_out(names, processes)
-    building = {name: projections.store.new_generation(projections.view(name)) for name in names}
+    building = {name: projections.new_generation(name) for name in names}
     mine, *theirs = groups
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, len(theirs)), mp_context=spawn) as pool:

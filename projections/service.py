@@ -149,7 +149,7 @@ class Projections:
         the others go on; the first such stop is raised at the end.
         """
         wanted = names or list(self.views)
-        building = {name: self.store.new_generation(self.view(name)) for name in wanted}
+        building = {name: self.new_generation(name) for name in wanted}
         stops = self.build(building, progress)
         for generation in building.values():
             self.store.activate(generation)
@@ -184,7 +184,14 @@ class Projections:
                     stops.append(stopped)
         for stop in stops:
             building.pop(stop.view, None)
+        for name, generation in building.items():
+            self.store.add_indexes(self.view(name), generation)
         return stops
+
+    def new_generation(self, name: str) -> Generation:
+        """A generation to rebuild the view in; indexes the view does not read come at the end."""
+        view = self.view(name)
+        return self.store.new_generation(view, indexes=not view.indexes_after_build)
 
     def _rebuild_in_database(self, name: str, generation: Generation) -> None:
         """Applies every event so far to a view applied in the database, a page of ids at a time."""

@@ -173,16 +173,19 @@ class ViewStore:
         rebuild; the tables of a generation made before it get it here, when a
         process opens the store.
         """
+        for view in views:
+            for generation in self.generations(view.name):
+                if generation.state in {"active", "building"}:
+                    self.add_indexes(view, generation)
+
+    def add_indexes(self, view: View, generation: Generation) -> None:
+        """Makes the indexes a generation's tables lack (each built at once, from the rows there are)."""
         with self.transaction() as cursor:
-            for view in views:
-                for generation in self.generations(view.name):
-                    if generation.state not in {"active", "building"}:
-                        continue
-                    names = self.table_names(view, generation.generation)
-                    for table in view.tables:
-                        bare = f"kv_{view.name}_g{generation.generation}_{table.name}"
-                        for statement in create_statements(table, names[table.name], bare, self.dialect)[1:]:
-                            cursor.execute(statement)
+            names = self.table_names(view, generation.generation)
+            for table in view.tables:
+                bare = f"kv_{view.name}_g{generation.generation}_{table.name}"
+                for statement in create_statements(table, names[table.name], bare, self.dialect)[1:]:
+                    cursor.execute(statement)
 
     def generations(self, name: str) -> list[Generation]:
         with self.reading() as cursor:
@@ -194,14 +197,19 @@ class ViewStore:
     def active(self, name: str) -> Generation | None:
         return next((g for g in self.generations(name) if g.state == "active"), None)
 
-    def new_generation(self, view: View) -> Generation:
-        """A new, empty generation of the view, being built (readers do not see it)."""
+    def new_generation(self, view: View, *, indexes: bool = True) -> Generation:
+        """A new, empty generation of the view, being built (readers do not see it).
+
+        With ``indexes=False`` its tables get their primary keys only; the
+        other indexes come with :meth:`add_indexes` once it is built.
+        """
         existing = self.generations(view.name)
         number = max((g.generation for g in existing), default=0) + 1
         with self.transaction() as cursor:
             for table in view.tables:
                 bare = f"kv_{view.name}_g{number}_{table.name}"
-                for statement in create_statements(table, self.qualified(bare), bare, self.dialect):
+                statements = create_statements(table, self.qualified(bare), bare, self.dialect)
+                for statement in statements if indexes else statements[:1]:
                     cursor.execute(statement)
             Writer(cursor, self.dialect, self._meta_names()).insert(
                 GENERATIONS.name,

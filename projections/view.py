@@ -66,6 +66,9 @@ class View(ABC):
     tables: ClassVar[Sequence[Table]]
     event_types: ClassVar[frozenset[str] | None] = None
     in_database: ClassVar[frozenset[str]] = frozenset()
+    #: True when applying events looks rows up by primary key only: a rebuild then
+    #: makes the other indexes once at the end (a sort), not row by row.
+    indexes_after_build: ClassVar[bool] = False
 
     def uses(self, notified: Notified) -> bool:
         return self.event_types is None or notified.event_type in self.event_types

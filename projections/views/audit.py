@@ -242,6 +242,7 @@ class AuditTrail(View):
     name = "audit_trail"
     schema = 1
     in_database = frozenset({"postgres"})
+    indexes_after_build = True
     tables = (
         Table(
             "events",

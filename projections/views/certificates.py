@@ -11,6 +11,7 @@ from projections.view import Notified, View
 class Certificates(View):
     name = "certificates"
     schema = 1
+    indexes_after_build = True
     event_types = frozenset(
         {
             "CertificateRecord.Collected",

@@ -9,6 +9,7 @@ from projections.view import Notified, View
 class PolicyVersions(View):
     name = "policy_versions"
     schema = 1
+    indexes_after_build = True
     event_types = frozenset(
         {
             "PolicyCatalogue.Published",

@@ -9,6 +9,7 @@ from projections.view import Notified, View
 class ProvisionLedger(View):
     name = "provision_ledger"
     schema = 1
+    indexes_after_build = True
     event_types = frozenset(
         {
             "Provision.Recorded",

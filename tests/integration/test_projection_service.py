@@ -13,7 +13,7 @@ from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient
 from projections.service import Projections
 from projections.sql import Writer
-from projections.store import Read
+from projections.store import PostgresViewStore, Read
 from tests.helpers import T0, FakeClock, cause, publish_policy
 
 TARO = SubjectKey.email("taro@example.jp")
@@ -333,3 +333,35 @@ def test_reads_together_give_the_rows_of_each_read_alone(ledger: Ledger) -> None
     assert together[0][0]["erased_at"] is None
     assert len(together[1]) > 1 and len(together[2]) > 1  # order is compared too
     assert together[3] == [] and together[4] == []
+
+
+def index_names(projections: Projections, table: str) -> set[str]:
+    """The indexes PostgreSQL has on one table of the views' schema."""
+    store = projections.store
+    assert isinstance(store, PostgresViewStore)
+    with store.reading() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+            (store.datastore.schema, table),
+        )
+        return {row["indexname"] for row in cursor.fetchall()}
+
+
+def test_a_rebuild_makes_the_indexes_its_view_does_not_read_at_the_end(
+    pg_ledger: Ledger, clock: FakeClock
+) -> None:
+    for n in range(5):
+        collect(pg_ledger, f"r{n}")
+    projections = Projections(pg_ledger, page_size=4)
+    building: list[set[str]] = []
+
+    def progress(done: int, head: int, rate: float) -> None:
+        [generation] = [g for g in projections.store.generations("certificates") if g.state == "building"]
+        building.append(index_names(projections, f"kv_certificates_g{generation.generation}_certificates"))
+
+    rebuilt = projections.rebuild("certificates", progress)
+    table = f"kv_certificates_g{rebuilt.generation}_certificates"
+    assert building and all(names == {f"{table}_pkey"} for names in building), (
+        "primary key only while it builds"
+    )
+    assert index_names(projections, table) == {f"{table}_pkey", f"{table}_i0", f"{table}_i1", f"{table}_i2"}
