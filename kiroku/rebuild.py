@@ -114,7 +114,7 @@ def rebuild_in_processes(
     stopped = {s.view for s in stops}
     for name, generation in building.items():
         if name not in stopped:
-            projections.store.activate(generation)
+            projections.store.activate(projections.view(name), generation)
     if stops:
         raise RebuildStopped(stops)
     return {name: g for name, g in building.items() if name not in stopped}

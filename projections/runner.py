@@ -119,7 +119,7 @@ class ViewRunner:
                     log.error("%s", stopped)
                     return
                 if self.generation.state == "building" and applied < self.page_size:
-                    self.store.activate(self.generation)
+                    self.store.activate(self.view, self.generation)
                     self.generation = Generation(
                         self.generation.name,
                         self.generation.generation,

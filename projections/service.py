@@ -132,7 +132,7 @@ class Projections:
             )
             runner.catch_up()
             if generation.state == "building":
-                self.store.activate(generation)
+                self.store.activate(self.view(name), generation)
 
     def rebuild(self, name: str, progress: Callable[[int, int, float], None] | None = None) -> Generation:
         """Builds a new generation from the first event beside the old one, then switches readers to it."""
@@ -143,16 +143,18 @@ class Projections:
     ) -> dict[str, Generation]:
         """Rebuilds these views (all by default) in one pass over the events.
 
-        Each page of events is read and decoded once and applied to every new
-        generation, each view in a transaction of its own. A view that cannot
-        apply an event is left unfinished (its old generation stays active) and
-        the others go on; the first such stop is raised at the end.
+        Each page of events is read once (the kinds the views read) and
+        applied to every new generation, each view in a transaction of its
+        own; a view applied in the database walks the same ids on its own. A
+        view that cannot apply an event is left unfinished (its old generation
+        stays active) and the others go on; the first such stop is raised at
+        the end.
         """
         wanted = names or list(self.views)
         building = {name: self.new_generation(name) for name in wanted}
         stops = self.build(building, progress)
-        for generation in building.values():
-            self.store.activate(generation)
+        for name, generation in building.items():
+            self.store.activate(self.view(name), generation)
         if stops:
             raise stops[0]
         return building
@@ -191,7 +193,7 @@ class Projections:
     def new_generation(self, name: str) -> Generation:
         """A generation to rebuild the view in; indexes the view does not read come at the end."""
         view = self.view(name)
-        return self.store.new_generation(view, indexes=not view.indexes_after_build)
+        return self.store.new_generation(view, only=view.indexes_applying_reads)
 
     def _rebuild_in_database(self, name: str, generation: Generation) -> None:
         """Applies every event so far to a view applied in the database, a page of ids at a time."""

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -167,15 +167,16 @@ class ViewStore:
                     cursor.execute(statement)
 
     def add_missing_indexes(self, views: Iterable[View]) -> None:
-        """Gives the active and building generations the indexes their view declares now.
+        """Gives the active generations the indexes their view declares now.
 
         An index added to a view's tables changes no row, so it calls for no
         rebuild; the tables of a generation made before it get it here, when a
-        process opens the store.
+        process opens the store. A generation being built gets its indexes when
+        it is activated (a rebuild may be making them last, on purpose).
         """
         for view in views:
             for generation in self.generations(view.name):
-                if generation.state in {"active", "building"}:
+                if generation.state == "active":
                     self.add_indexes(view, generation)
 
     def add_indexes(self, view: View, generation: Generation) -> None:
@@ -197,19 +198,21 @@ class ViewStore:
     def active(self, name: str) -> Generation | None:
         return next((g for g in self.generations(name) if g.state == "active"), None)
 
-    def new_generation(self, view: View, *, indexes: bool = True) -> Generation:
+    def new_generation(self, view: View, *, only: Collection[tuple[str, ...]] | None = None) -> Generation:
         """A new, empty generation of the view, being built (readers do not see it).
 
-        With ``indexes=False`` its tables get their primary keys only; the
-        other indexes come with :meth:`add_indexes` once it is built.
+        ``only`` (table, columns...) limits the indexes made now to those, besides
+        the primary keys; :meth:`add_indexes` makes the others once it is built.
         """
         existing = self.generations(view.name)
         number = max((g.generation for g in existing), default=0) + 1
         with self.transaction() as cursor:
             for table in view.tables:
                 bare = f"kv_{view.name}_g{number}_{table.name}"
-                statements = create_statements(table, self.qualified(bare), bare, self.dialect)
-                for statement in statements if indexes else statements[:1]:
+                table_now = table
+                if only is not None:
+                    table_now = replace(table, indexes=[i for i in table.indexes if (table.name, *i) in only])
+                for statement in create_statements(table_now, self.qualified(bare), bare, self.dialect):
                     cursor.execute(statement)
             Writer(cursor, self.dialect, self._meta_names()).insert(
                 GENERATIONS.name,
@@ -247,8 +250,9 @@ class ViewStore:
         cache: dict[str, tuple[Generation, float]] = self.__dict__.setdefault("_reading", {})
         return cache
 
-    def activate(self, generation: Generation) -> None:
-        """Points readers at this generation; the one they read before is retired."""
+    def activate(self, view: View, generation: Generation) -> None:
+        """Points readers at this generation, with every index; the one they read before is retired."""
+        self.add_indexes(view, generation)
         with self.transaction() as cursor:
             meta = Writer(cursor, self.dialect, self._meta_names())
             meta.update(GENERATIONS.name, {"name": generation.name, "state": "active"}, {"state": "retired"})

@@ -66,9 +66,10 @@ class View(ABC):
     tables: ClassVar[Sequence[Table]]
     event_types: ClassVar[frozenset[str] | None] = None
     in_database: ClassVar[frozenset[str]] = frozenset()
-    #: True when applying events looks rows up by primary key only: a rebuild then
-    #: makes the other indexes once at the end (a sort), not row by row.
-    indexes_after_build: ClassVar[bool] = False
+    #: The indexes (table, columns...) that applying events looks rows up by, besides
+    #: primary keys: a rebuild makes the others once at the end (a sort), not row by
+    #: row. None: not known, so a rebuild makes every index first.
+    indexes_applying_reads: ClassVar[frozenset[tuple[str, ...]] | None] = None
 
     def uses(self, notified: Notified) -> bool:
         return self.event_types is None or notified.event_type in self.event_types

@@ -242,7 +242,7 @@ class AuditTrail(View):
     name = "audit_trail"
     schema = 1
     in_database = frozenset({"postgres"})
-    indexes_after_build = True
+    indexes_applying_reads = frozenset()
     tables = (
         Table(
             "events",

@@ -11,7 +11,7 @@ from projections.view import Notified, View
 class Certificates(View):
     name = "certificates"
     schema = 1
-    indexes_after_build = True
+    indexes_applying_reads = frozenset()
     event_types = frozenset(
         {
             "CertificateRecord.Collected",

@@ -9,7 +9,7 @@ from projections.view import Notified, View
 class PolicyVersions(View):
     name = "policy_versions"
     schema = 1
-    indexes_after_build = True
+    indexes_applying_reads = frozenset()
     event_types = frozenset(
         {
             "PolicyCatalogue.Published",

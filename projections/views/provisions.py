@@ -9,7 +9,7 @@ from projections.view import Notified, View
 class ProvisionLedger(View):
     name = "provision_ledger"
     schema = 1
-    indexes_after_build = True
+    indexes_applying_reads = frozenset()
     event_types = frozenset(
         {
             "Provision.Recorded",

@@ -21,6 +21,7 @@ DISCLOSURE_STATES = {
 class Requests(View):
     name = "requests"
     schema = 1
+    indexes_applying_reads = frozenset({("requests", "subject_id")})
     event_types = frozenset(
         {
             *DISCLOSURE_STATES,

@@ -39,6 +39,7 @@ class Subjects(View):
 
     name = "subjects"
     schema = 2
+    indexes_applying_reads = frozenset({("lookup", "subject_id")})
     event_types = frozenset(
         {
             "AcmeAccount.CertificateLinked",

@@ -365,3 +365,18 @@ def test_a_rebuild_makes_the_indexes_its_view_does_not_read_at_the_end(
         "primary key only while it builds"
     )
     assert index_names(projections, table) == {f"{table}_pkey", f"{table}_i0", f"{table}_i1", f"{table}_i2"}
+
+
+def test_opening_the_store_leaves_a_building_generation_s_indexes_to_its_builder(
+    pg_ledger: Ledger, clock: FakeClock
+) -> None:
+    # Another process opening the store while a rebuild writes must not index the tables under it
+    # (that took locks the rebuild's writes waited on: a deadlock, seen with two rebuild processes).
+    projections = Projections(pg_ledger)
+    view = projections.view("certificates")
+    building = projections.new_generation("certificates")
+    table = f"kv_certificates_g{building.generation}_certificates"
+    Projections(pg_ledger)  # opens the store, as a second rebuild process does
+    assert index_names(projections, table) == {f"{table}_pkey"}
+    projections.store.activate(view, building)
+    assert index_names(projections, table) == {f"{table}_pkey", f"{table}_i0", f"{table}_i1", f"{table}_i2"}
