@@ -90,6 +90,18 @@ class Dialect(Protocol):
     ) -> None:
         """Deletes the rows whose ``columns`` equal one of the ``matches`` (NULL matches nothing)."""
 
+    def update_many(
+        self,
+        cursor: Any,
+        table: str,
+        key: Sequence[str],
+        columns: Sequence[str],
+        rows: list[list[Any]],
+        *,
+        kinds: Sequence[str],
+    ) -> None:
+        """Sets ``columns`` of the row each of ``rows`` names: its ``key`` values, then the new ones."""
+
 
 def _upsert_statement(table: str, columns: Sequence[str], key: Sequence[str], source: str) -> str:
     """``source`` is ``VALUES (...)`` or a ``SELECT`` giving the columns in order."""
@@ -145,6 +157,24 @@ class PostgresDialect:
             self._arrays(matches, len(columns)),
         )
 
+    def update_many(
+        self,
+        cursor: Any,
+        table: str,
+        key: Sequence[str],
+        columns: Sequence[str],
+        rows: list[list[Any]],
+        *,
+        kinds: Sequence[str],
+    ) -> None:
+        names = [*key, *columns]
+        sets = ", ".join(f"{c} = v.{c}" for c in columns)
+        match = " AND ".join(f"t.{k} = v.{k}" for k in key)
+        source = f"{self._unnest(kinds)} AS v ({', '.join(names)})"
+        cursor.execute(
+            f"UPDATE {table} AS t SET {sets} FROM {source} WHERE {match}", self._arrays(rows, len(names))
+        )
+
     # The rows go as one array per column, unnested by the server: a short statement
     # whatever the number of rows, parsed and planned once (psycopg caches and prepares
     # it). A multi-row VALUES list was parsed again by psycopg for every page.
@@ -189,6 +219,23 @@ class SQLiteDialect:
     ) -> None:
         condition = " AND ".join(f"{column} = ?" for column in columns)
         cursor.executemany(f"DELETE FROM {table} WHERE {condition}", matches)
+
+    def update_many(
+        self,
+        cursor: Any,
+        table: str,
+        key: Sequence[str],
+        columns: Sequence[str],
+        rows: list[list[Any]],
+        *,
+        kinds: Sequence[str],  # noqa: ARG002 - SQLite binds each row; it needs no types
+    ) -> None:
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        condition = " AND ".join(f"{k} = ?" for k in key)
+        width = len(key)
+        cursor.executemany(
+            f"UPDATE {table} SET {sets} WHERE {condition}", [[*r[width:], *r[:width]] for r in rows]
+        )
 
 
 def create_statements(table: Table, full_name: str, bare_name: str, dialect: Dialect) -> list[str]:
@@ -255,12 +302,13 @@ class _ByKey:
 class Writer:
     """Row operations on the tables of one view generation, inside one transaction.
 
-    A buffered writer (``buffered=True``) holds inserts, upserts and deletes
-    back and writes them table by table in bulk: before any read or update
-    (so each sees every write before it), when a table's next operation has
-    another shape, and at :meth:`flush`, which the owner calls before the
-    transaction commits. A table's operations keep their order; those of
-    different tables are independent of each other.
+    A buffered writer (``buffered=True``) holds inserts, upserts, deletes and
+    updates of rows named by primary key back and writes them table by table
+    in bulk: before any read or other update (so each sees every write before
+    it), when a table's next operation has another shape, and at
+    :meth:`flush`, which the owner calls before the transaction commits. Each
+    row's operations keep their order; those of different rows are
+    independent of each other.
     """
 
     def __init__(
@@ -279,6 +327,8 @@ class Writer:
         self.primary_keys = {t.name: t.primary_key for t in tables}
         self.kinds = {t.name: dict(t.columns) for t in tables}
         self._pending: dict[str, _Pending | _ByKey] = {}
+        #: Held updates of rows named by primary key: table -> key -> changes.
+        self._updates: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {}
 
     def _marks(self, count: int) -> str:
         return ", ".join([self.dialect.placeholder] * count)
@@ -293,8 +343,13 @@ class Writer:
         return " AND ".join(clauses) or "1 = 1", list(where.values())
 
     def _buffer(self, table: str, row: Mapping[str, Any], action: str, key: Sequence[str]) -> None:
+        primary_key = self.primary_keys.get(table) or ()
+        updated = self._updates.get(table)
+        if updated:  # held updates come after the table's held rows: keep each row's order
+            named = bool(primary_key) and all(k in row for k in primary_key)
+            if not named or tuple(row[k] for k in primary_key) in updated:
+                self._flush_table(table)
         pending = self._pending.get(table)
-        primary_key = self.primary_keys.get(table)
         if (
             action != "insert"
             and primary_key
@@ -303,7 +358,7 @@ class Writer:
             columns = tuple(row) if action == "upsert" else None
             if not isinstance(pending, _ByKey) or (columns and pending.columns not in {None, columns}):
                 if pending is not None:
-                    self._flush_table(table, pending)
+                    self._write_held(table, pending)
                 pending = self._pending[table] = _ByKey(tuple(primary_key))
             if columns:
                 pending.columns = columns
@@ -314,7 +369,7 @@ class Writer:
             isinstance(pending, _ByKey)
             or (pending.action, pending.columns, pending.key) != (action, columns, keys)
         ):
-            self._flush_table(table, pending)
+            self._write_held(table, pending)
             pending = None
         if pending is None:
             pending = self._pending[table] = _Pending(action, columns, keys)
@@ -328,7 +383,23 @@ class Writer:
             return set(key) == set(primary_key) and len(row) == len(self.kinds[table])
         return len(row) == len(primary_key) and set(row) == set(primary_key)
 
-    def _flush_table(self, table: str, pending: _Pending | _ByKey) -> None:
+    def _flush_table(self, table: str) -> None:
+        """Writes a table's held rows, then its held updates."""
+        pending = self._pending.get(table)
+        if pending is not None:
+            self._write_held(table, pending)
+        updated = self._updates.pop(table, None)
+        if updated:
+            by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+            for values, changes in updated.items():
+                columns = tuple(sorted(changes))
+                by_columns.setdefault(columns, []).append([*values, *(changes[c] for c in columns)])
+            key = tuple(self.primary_keys[table])
+            for columns, rows in by_columns.items():
+                kinds = [self.kinds[table][c] for c in (*key, *columns)]
+                self.dialect.update_many(self.cursor, self.names[table], key, columns, rows, kinds=kinds)
+
+    def _write_held(self, table: str, pending: _Pending | _ByKey) -> None:
         del self._pending[table]
         name = self.names[table]
         if isinstance(pending, _ByKey):
@@ -355,9 +426,9 @@ class Writer:
             self.dialect.insert_many(self.cursor, name, pending.columns, pending.rows)
 
     def flush(self) -> None:
-        """Writes every held row."""
-        for table, pending in list(self._pending.items()):
-            self._flush_table(table, pending)
+        """Writes every held row and update."""
+        for table in [*self._pending, *(t for t in self._updates if t not in self._pending)]:
+            self._flush_table(table)
 
     def insert(self, table: str, row: Mapping[str, Any]) -> None:
         if self.buffered:
@@ -379,7 +450,9 @@ class Writer:
         )
 
     def update(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
-        if self.buffered and self._update_held(table, where, changes):
+        if self.buffered and (
+            self._update_held(table, where, changes) or self._hold_update(table, where, changes)
+        ):
             return
         sets = ", ".join(f"{column} = {self.dialect.placeholder}" for column in changes)
         condition, params = self._where(where)
@@ -409,6 +482,28 @@ class Writer:
             return False
         for column, value in changes.items():
             row[pending.columns.index(column)] = value
+        return True
+
+    def _hold_update(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
+        """Holds an update of one row named by its primary key, to go with the table's others.
+
+        A whole row held for that key (upserted, or deleted) is changed in place
+        instead. Otherwise the update waits until the table's held rows are
+        written, and later changes of the same row join it.
+        """
+        key = self.primary_keys.get(table)
+        if not key or set(where) != set(key) or not changes:
+            return False
+        values = tuple(where[k] for k in key)
+        pending = self._pending.get(table)
+        if isinstance(pending, _ByKey) and values in pending.last:
+            row = pending.last[values]
+            if row is not None:
+                assert pending.columns is not None
+                for column, value in changes.items():
+                    row[pending.columns.index(column)] = value
+            return True
+        self._updates.setdefault(table, {}).setdefault(values, {}).update(changes)
         return True
 
     def delete(self, table: str, where: Mapping[str, Any]) -> None:

@@ -287,10 +287,7 @@ class ViewStore:
             return
         if not page and through is None:
             return
-        try:
-            self._apply_page(view, generation, page, buffered=True, up_to=through)
-        except _BulkWriteFailed:
-            self._apply_page(view, generation, page, buffered=False, up_to=through)
+        self._apply_in_python(view, generation, page, through)
 
     def apply_range(
         self,
@@ -330,11 +327,23 @@ class ViewStore:
                 last,
                 type(failed.__cause__).__name__,
             )
-        events = page()
+        self._apply_in_python(view, generation, page(), last)
+
+    def _apply_in_python(
+        self, view: View, generation: Generation, page: Sequence[Notified], up_to: int | None
+    ) -> None:
+        """The page in bulk; if that fails, again one row at a time, so the error names its event."""
         try:
-            self._apply_page(view, generation, events, buffered=True, up_to=last)
-        except _BulkWriteFailed:
-            self._apply_page(view, generation, events, buffered=False, up_to=last)
+            self._apply_page(view, generation, page, buffered=True, up_to=up_to)
+        except _BulkWriteFailed as failed:
+            log.warning(
+                "view %s: writing notifications %s to %s in bulk failed (%s); they are written one by one",
+                view.name,
+                page[0].notification_id if page else up_to,
+                page[-1].notification_id if page else up_to,
+                type(failed.__cause__).__name__,
+            )
+            self._apply_page(view, generation, page, buffered=False, up_to=up_to)
 
     def _apply_page(
         self,
