@@ -209,11 +209,12 @@ class ViewStore:
         with self.transaction() as cursor:
             for table in view.tables:
                 bare = f"kv_{view.name}_g{number}_{table.name}"
-                table_now = table
-                if only is not None:
-                    table_now = replace(table, indexes=[i for i in table.indexes if (table.name, *i) in only])
-                for statement in create_statements(table_now, self.qualified(bare), bare, self.dialect):
-                    cursor.execute(statement)
+                create, *indexes = create_statements(table, self.qualified(bare), bare, self.dialect)
+                cursor.execute(create)
+                # Each index keeps the name its place in the view's list gives it, made now or later.
+                for index, statement in zip(table.indexes, indexes, strict=True):
+                    if only is None or (table.name, *index) in only:
+                        cursor.execute(statement)
             Writer(cursor, self.dialect, self._meta_names()).insert(
                 GENERATIONS.name,
                 {

@@ -380,3 +380,28 @@ def test_opening_the_store_leaves_a_building_generation_s_indexes_to_its_builder
     assert index_names(projections, table) == {f"{table}_pkey"}
     projections.store.activate(view, building)
     assert index_names(projections, table) == {f"{table}_pkey", f"{table}_i0", f"{table}_i1", f"{table}_i2"}
+
+
+def indexed_columns(projections: Projections, table: str) -> list[tuple[str, ...]]:
+    """The column lists of one table's indexes, primary key included."""
+    store = projections.store
+    assert isinstance(store, PostgresViewStore)
+    with store.reading() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+            (store.datastore.schema, table),
+        )
+        definitions = [row["indexdef"] for row in cursor.fetchall()]
+    return sorted(tuple(c.strip() for c in d.rsplit("(", 1)[1].rstrip(")").split(",")) for d in definitions)
+
+
+def test_a_rebuilt_view_has_every_index_it_declares(pg_ledger: Ledger, clock: FakeClock) -> None:
+    for n in range(3):
+        collect(pg_ledger, f"r{n}")
+    projections = Projections(pg_ledger)
+    rebuilt = projections.rebuild_views()
+    for name, generation in rebuilt.items():
+        for table in projections.view(name).tables:
+            declared = sorted([tuple(table.primary_key), *(tuple(index) for index in table.indexes)])
+            found = indexed_columns(projections, f"kv_{name}_g{generation.generation}_{table.name}")
+            assert found == declared, f"{name}.{table.name}"
