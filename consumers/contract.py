@@ -103,6 +103,17 @@ def _self_contained(schema: Any, common: dict[str, Any], defined: set[str]) -> A
     return schema
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether a NUL character is in any text of a decoded record (names included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 class Contract:
     """The schema versions of ``schemas/`` and the topics they travel on."""
 
@@ -186,6 +197,9 @@ class Contract:
             raise MalformedBody(f"{len(body) - stream.tell()} bytes after the {writer.short_name} record")
         if not isinstance(record, dict):
             raise MalformedBody(f"{writer.short_name} is not a record")
+        if _holds_nul(record):
+            # PostgreSQL's text and JSON values cannot keep it: the views could not show the message.
+            raise MalformedBody(f"{writer.short_name} v{writer.version}: a text field holds a NUL character")
         return Decoded(writer.name, writer, record)
 
     # Writing (the publisher, tests, benchmarks) --------------------------------

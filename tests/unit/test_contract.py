@@ -212,3 +212,15 @@ def test_a_time_out_of_range_is_malformed() -> None:
     record["envelope"]["occurred_at"] = 2**62  # microseconds since 1970, written as the raw long
     with pytest.raises(MalformedBody, match="OverflowError"):
         CONTRACT.decode(CONTRACT.encode_confluent(ACCOUNT, record))
+
+
+@pytest.mark.parametrize("where", ["account_id", "contacts"])
+def test_a_nul_character_in_any_text_is_malformed_and_not_echoed(where: str) -> None:
+    record = account()
+    if where == "contacts":
+        record["contacts"] = ["a@example.jp", "b\x00@example.jp"]
+    else:
+        record["account_id"] = "acct\x00-9"
+    with pytest.raises(MalformedBody, match="NUL character") as raised:
+        CONTRACT.decode(CONTRACT.encode_confluent(ACCOUNT, record))
+    assert "example" not in str(raised.value) and "acct" not in str(raised.value)
