@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.common import fresh_ledger, result_line, say, seed
+from bench.common import fresh_ledger, result_line, say, seed, settle
 from kiroku.rebuild import rebuild_in_processes
 from kiroku.settings import Settings
 from projections.service import Projections
@@ -30,6 +30,8 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
     with fresh_ledger(env) as ledger:
         say(f"seeding at least {events} events (not timed)")
         stored = seed(ledger, events)
+        say("VACUUM ANALYZE (not timed)")
+        settle(ledger)  # otherwise autovacuum starts on the new rows in the middle of the timing
         projections = Projections(ledger, page_size=2000)
         started = time.monotonic()
         read = read_all(projections, 2000)
