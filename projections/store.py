@@ -143,6 +143,10 @@ class ViewStore:
     def reading(self) -> AbstractContextManager[Any]:
         """A read-only transaction (SQLite lets only one writer at a time)."""
 
+    def applying(self) -> AbstractContextManager[Any]:
+        """The transaction that applies a page of events to a view and moves its tracking record."""
+        return self.transaction()
+
     @abstractmethod
     def qualified(self, table: str) -> str: ...
 
@@ -306,7 +310,7 @@ class ViewStore:
         """
         assert self.events_table is not None, "only for a view applied in the database"
         try:
-            with self.transaction() as cursor:
+            with self.applying() as cursor:
                 names = self.table_names(view, generation.generation)
                 try:
                     # The planner's estimate of a page is far too high; compiling the
@@ -358,7 +362,7 @@ class ViewStore:
         names = self.table_names(view, generation.generation)
         used = [notified for notified in page if view.uses(notified)]
         view.prepare(used)
-        with self.transaction() as cursor:
+        with self.applying() as cursor:
             rows = Writer(cursor, self.dialect, names, buffered=buffered, tables=view.tables)
             for notified in used:
                 try:
@@ -471,6 +475,17 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
 
     def qualified(self, table: str) -> str:
         return f'"{self.datastore.schema}"."{table}"'
+
+    @contextmanager
+    def applying(self) -> Iterator[Any]:
+        """A page's transaction, which does not wait for its commit to reach the disk.
+
+        A view is made from the events: should the server crash, the last pages
+        applied are lost with their tracking record, as one, and applied again.
+        """
+        with self.transaction() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+            yield cursor
 
     @contextmanager
     def reading(self) -> Iterator[Any]:
