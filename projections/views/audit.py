@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
+from projections.event_sql import page as event_page
+from projections.event_sql import utc, uuid
 from projections.sql import Table, Writer, id_text, utc_text
 from projections.view import Notified, View
 
@@ -83,16 +85,6 @@ def record_of(notified: Notified) -> UUID | None:
     return None
 
 
-def _utc(text: str) -> str:
-    """SQL: an ISO time from the events' JSON as ``utc_text`` writes it (fixed-width UTC)."""
-    return f"""to_char(({text})::timestamptz AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
-
-
-def _uuid(text: str) -> str:
-    """SQL: a UUID the events' JSON holds as hex (``uuid_hex``), as ``id_text`` writes it."""
-    return f"({text})::uuid::text"
-
-
 def _elements(choices: str) -> str:
     """SQL: the elements of the JSON array a ``CASE`` picks (none for anything else)."""
     return f"jsonb_array_elements(coalesce(CASE {choices} END, '[]'::jsonb))"
@@ -131,9 +123,9 @@ _CONCERNING_KINDS = ", ".join(
 #: page itself, each by the events after it.
 _PAGE = f"""
 WITH page AS MATERIALIZED (
-    SELECT e.notification_id, j.kind, e.originator_id::text AS aggregate_id,
-           {_utc("j.s->'cause'->'_data_'->>'occurred_at'")} AS occurred_at,
-           {_utc("j.s->'timestamp'->>'_data_'")} AS recorded_at,
+    SELECT j.notification_id, j.kind, j.aggregate_id,
+           {utc("j.s->'cause'->'_data_'->>'occurred_at'")} AS occurred_at,
+           {utc("j.s->'timestamp'->>'_data_'")} AS recorded_at,
            j.s->'cause'->'_data_'->>'actor' AS actor,
            j.s->'cause'->'_data_'->>'source_system' AS source_system,
            j.s->'cause'->'_data_'->>'upstream_event_id' AS upstream_event_id,
@@ -155,30 +147,25 @@ WITH page AS MATERIALIZED (
                WHEN j.kind LIKE 'DisclosureRequest.%%' THEN '§7'
            END AS clause,
            CASE
-               WHEN j.kind LIKE 'CertificateRecord.%%' THEN e.originator_id::text
+               WHEN j.kind LIKE 'CertificateRecord.%%' THEN j.aggregate_id
                WHEN j.kind IN ('Provision.Recorded', 'AcmeAccount.CertificateLinked') THEN
-                   {_uuid("j.s->'certificate_record_id'->>'_data_'")}
+                   {uuid("j.s->'certificate_record_id'->>'_data_'")}
            END AS certificate_record_id,
            j.s->>'version' AS version,
-           {_utc("j.s->'effective_from'->>'_data_'")} AS effective_from,
-           {_uuid("j.s->'subject_id'->>'_data_'")} AS subject_id,
+           {utc("j.s->'effective_from'->>'_data_'")} AS effective_from,
+           {uuid("j.s->'subject_id'->>'_data_'")} AS subject_id,
            CASE WHEN j.kind IN ({_CONCERNING_KINDS}) OR j.kind LIKE 'DataSubject.%%' THEN ARRAY(
-               SELECT e.originator_id::text WHERE j.kind LIKE 'DataSubject.%%'
+               SELECT j.aggregate_id WHERE j.kind LIKE 'DataSubject.%%'
                UNION ALL
-               SELECT {_uuid("sealed->'_data_'->>'s'")} FROM {_SEALED} AS sealed
+               SELECT {uuid("sealed->'_data_'->>'s'")} FROM {_SEALED} AS sealed
                UNION ALL
-               SELECT {_uuid("id->>'_data_'")} FROM {_IDS} AS id
+               SELECT {uuid("id->>'_data_'")} FROM {_IDS} AS id
                UNION ALL
-               SELECT {_uuid("item->'subject_id'->>'_data_'")} FROM {_PROVIDED} AS item
+               SELECT {uuid("item->'subject_id'->>'_data_'")} FROM {_PROVIDED} AS item
                UNION ALL
-               SELECT {_uuid("j.s->'subject_id'->>'_data_'")} WHERE j.kind = 'DisclosureRequest.Received'
+               SELECT {uuid("j.s->'subject_id'->>'_data_'")} WHERE j.kind = 'DisclosureRequest.Received'
            ) END AS subjects
-    FROM {{events}} AS e
-    -- OFFSET 0 keeps the parsed state one value, not an expression repeated at each use.
-    CROSS JOIN LATERAL (
-        SELECT convert_from(e.state, 'UTF8')::jsonb AS s, substring(e.topic from '[^:]*$') AS kind OFFSET 0
-    ) AS j
-    WHERE e.notification_id BETWEEN %(first)s AND %(last)s
+    FROM ({event_page("{events}")}) AS j
 ),
 new_versions AS (
     SELECT notification_id, version, effective_from

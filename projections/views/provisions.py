@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from projections.event_sql import page as event_page
+from projections.event_sql import utc, uuid
 from projections.sql import Table, Writer, id_text, json_text, utc_text
 from projections.view import Notified, View
+
+#: The provision ledger applied inside PostgreSQL: the rows ``ProvisionLedger.apply``
+#: writes, as one statement per page. ``items`` is the JSON text ``json_text`` writes
+#: (no spaces): a list of [subject id or null, item] in the event's order.
+_PAGE = f"""
+WITH page AS MATERIALIZED ({event_page("{events}", "'Provision.Recorded'")}),
+items AS (
+    SELECT p.aggregate_id AS provision_id, i.n,
+           {uuid("i.value->'subject_id'->>'_data_'")} AS subject_id, i.value->>'item' AS item
+    FROM page AS p
+    CROSS JOIN LATERAL jsonb_array_elements(p.s->'items') WITH ORDINALITY AS i (value, n)
+),
+provisions_written AS (
+    INSERT INTO {{provisions}} (
+        provision_id, provided_at, category, legal_ground, recipient_id, recipient_name, country,
+        foreign_recipient, unspecified_many, certificate_record_id, ct_log_id, ct_logged_at,
+        record_required, retention_until, items, notification_id
+    )
+    SELECT p.aggregate_id, {utc("p.s->'provided_at'->>'_data_'")}, p.s->>'category', p.s->>'legal_ground',
+           p.s->'recipient'->>'recipient_id', p.s->'recipient'->>'name', p.s->'recipient'->>'country',
+           coalesce((p.s->>'foreign')::boolean, false), coalesce((p.s->>'unspecified_many')::boolean, false),
+           {uuid("p.s->'certificate_record_id'->>'_data_'")}, p.s->'ct_log'->>'log_id',
+           {utc("p.s->'ct_log'->'logged_at'->>'_data_'")},
+           coalesce((p.s->>'record_required')::boolean, false), {utc("p.s->'retention_until'->>'_data_'")},
+           '[' || coalesce((
+               SELECT string_agg(
+                   '[' || coalesce(to_json({uuid("i.value->'subject_id'->>'_data_'")})::text, 'null') || ','
+                   || to_json(i.value->>'item')::text || ']',
+                   ',' ORDER BY i.n
+               )
+               FROM jsonb_array_elements(p.s->'items') WITH ORDINALITY AS i (value, n)
+           ), '') || ']',
+           p.notification_id
+    FROM page AS p
+)
+INSERT INTO {{provided_items}} (provision_id, subject_id, item)
+SELECT provision_id, coalesce(subject_id, ''), item FROM items
+"""
 
 
 class ProvisionLedger(View):
     name = "provision_ledger"
     schema = 1
+    in_database = frozenset({"postgres"})
     indexes_applying_reads = frozenset()
     event_types = frozenset(
         {
@@ -46,6 +89,11 @@ class ProvisionLedger(View):
             indexes=[["subject_id"]],
         ),
     )
+
+    def database_page(self, names: Mapping[str, str], events: str) -> str:
+        return _PAGE.format(
+            events=events, provisions=names["provisions"], provided_items=names["provided_items"]
+        )
 
     def apply(self, notified: Notified, rows: Writer) -> None:
         if notified.event_type != "Provision.Recorded":
