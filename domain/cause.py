@@ -53,15 +53,15 @@ class Cause:
     ) -> Cause:
         """A cause read back from a stored event: checked when it was recorded, not again."""
         cause = object.__new__(cls)
-        for name, value in (
-            ("actor", actor),
-            ("source_system", source_system),
-            ("occurred_at", occurred_at),
-            ("upstream_event_id", upstream_event_id),
-            ("correlation_id", correlation_id),
-            ("kafka_position", kafka_position),
-        ):
-            object.__setattr__(cause, name, value)
+        # One update of the instance's dict: a frozen dataclass refuses attribute assignment.
+        cause.__dict__.update(
+            actor=actor,
+            source_system=source_system,
+            occurred_at=occurred_at,
+            upstream_event_id=upstream_event_id,
+            correlation_id=correlation_id,
+            kafka_position=kafka_position,
+        )
         return cause
 
     def __post_init__(self) -> None:

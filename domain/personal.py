@@ -42,6 +42,13 @@ class Sealed:
     def __repr__(self) -> str:
         return f"Sealed(subject_id={self.subject_id}, generation={self.generation}, kind={self.kind})"
 
+    @classmethod
+    def restored(cls, subject_id: UUID, generation: int, kind: str, blob: bytes) -> Sealed:
+        """A sealed value read back from a stored event (checked when it was sealed, not again)."""
+        sealed = object.__new__(cls)
+        sealed.__dict__.update(subject_id=subject_id, generation=generation, kind=kind, blob=blob)
+        return sealed
+
 
 @dataclass(frozen=True)
 class Erased:

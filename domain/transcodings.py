@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -53,7 +54,7 @@ class SealedAsDict(Transcoding):
         }
 
     def decode(self, data: Any) -> Sealed:
-        return Sealed(UUID(data["s"]), int(data["g"]), data["k"], base64.b64decode(data["b"]))
+        return Sealed.restored(UUID(data["s"]), int(data["g"]), data["k"], binascii.a2b_base64(data["b"]))
 
 
 def register_kiroku_transcodings(transcoder: JSONTranscoder) -> None:
