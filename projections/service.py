@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -178,12 +178,7 @@ class Projections:
                 name: workers.submit(self._rebuild_in_database, name, g) for name, g in in_database.items()
             }
             self._rebuild_pages(in_python, stops, workers, progress)
-            for name, future in ranges.items():
-                try:
-                    future.result()
-                except ViewStopped as stopped:
-                    log.error("rebuild of %s: %s", name, stopped)
-                    stops.append(stopped)
+            _gather(ranges, stops)
         for stop in stops:
             building.pop(stop.view, None)
         for name, generation in building.items():
@@ -252,13 +247,8 @@ class Projections:
                 name: workers.submit(self.store.apply_page, self.view(name), generation, page, through=last)
                 for name, generation in building.items()
             }
-            for name, future in futures.items():
-                try:
-                    future.result()
-                except ViewStopped as stopped:
-                    log.error("rebuild of %s: %s", name, stopped)
-                    stops.append(stopped)
-                    del building[name]
+            for name in _gather(futures, stops):
+                del building[name]
             if progress is not None:
                 head = self.ledger.recorder.max_notification_id() or 0
                 progress(last, head, last / max(time.monotonic() - started, 1e-9))
@@ -511,6 +501,19 @@ class Projections:
             entry["first_provided_at"] = min(entry["first_provided_at"], row["provided_at"])
             entry["last_provided_at"] = max(entry["last_provided_at"], row["provided_at"])
         return sorted(bulk.values(), key=lambda e: (e["recipient_id"], e["category"]))
+
+
+def _gather(futures: dict[str, Future[None]], stops: list[ViewStopped]) -> list[str]:
+    """Waits for each view's part of a rebuild; keeps the stops (logged) and names the views that stopped."""
+    stopped_views = []
+    for name, future in futures.items():
+        try:
+            future.result()
+        except ViewStopped as stopped:
+            log.error("rebuild of %s: %s", name, stopped)
+            stops.append(stopped)
+            stopped_views.append(name)
+    return stopped_views
 
 
 def _time_range(column: str, since: datetime | None, until: datetime | None) -> list[tuple[str, str, Any]]:

@@ -335,16 +335,20 @@ def test_reads_together_give_the_rows_of_each_read_alone(ledger: Ledger) -> None
     assert together[3] == [] and together[4] == []
 
 
-def index_names(projections: Projections, table: str) -> set[str]:
-    """The indexes PostgreSQL has on one table of the views' schema."""
+def indexes(projections: Projections, table: str) -> dict[str, str]:
+    """The indexes PostgreSQL has on one table of the views' schema: name -> definition."""
     store = projections.store
     assert isinstance(store, PostgresViewStore)
     with store.reading() as cursor:
         cursor.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
             (store.datastore.schema, table),
         )
-        return {row["indexname"] for row in cursor.fetchall()}
+        return {row["indexname"]: row["indexdef"] for row in cursor.fetchall()}
+
+
+def index_names(projections: Projections, table: str) -> set[str]:
+    return set(indexes(projections, table))
 
 
 def test_a_rebuild_makes_the_indexes_its_view_does_not_read_at_the_end(
@@ -384,14 +388,7 @@ def test_opening_the_store_leaves_a_building_generation_s_indexes_to_its_builder
 
 def indexed_columns(projections: Projections, table: str) -> list[tuple[str, ...]]:
     """The column lists of one table's indexes, primary key included."""
-    store = projections.store
-    assert isinstance(store, PostgresViewStore)
-    with store.reading() as cursor:
-        cursor.execute(
-            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
-            (store.datastore.schema, table),
-        )
-        definitions = [row["indexdef"] for row in cursor.fetchall()]
+    definitions = indexes(projections, table).values()
     return sorted(tuple(c.strip() for c in d.rsplit("(", 1)[1].rstrip(")").split(",")) for d in definitions)
 
 
