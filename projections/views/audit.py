@@ -295,6 +295,8 @@ class AuditTrail(View):
         return max(in_force, key=lambda r: r["effective_from"])["version"] if in_force else None
 
     def apply(self, notified: Notified, rows: Writer) -> None:
+        # The same rules are written in SQL for PostgreSQL (``_PAGE``): change both together.
+        # test_a_view_given_only_its_kinds_of_event_builds_what_every_event_builds compares them.
         event: Any = notified.event
         kind = notified.event_type
         if kind in {"PolicyCatalogue.Published", "PolicyCatalogue.Revised"}:

@@ -96,6 +96,8 @@ class ProvisionLedger(View):
         )
 
     def apply(self, notified: Notified, rows: Writer) -> None:
+        # The same rules are written in SQL for PostgreSQL (``_PAGE``): change both together.
+        # test_a_view_given_only_its_kinds_of_event_builds_what_every_event_builds compares them.
         if notified.event_type != "Provision.Recorded":
             return
         event = notified.event
