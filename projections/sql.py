@@ -375,6 +375,10 @@ class Writer:
             pending = self._pending[table] = _Pending(action, columns, keys)
         pending.append(list(row.values()))
 
+    def _kinds(self, table: str, columns: Sequence[str]) -> list[str]:
+        """The declared types of these columns, which bulk statements bind arrays of."""
+        return [self.kinds[table][c] for c in columns]
+
     def _whole_row_by_key(
         self, table: str, row: Mapping[str, Any], action: str, key: Sequence[str], primary_key: Sequence[str]
     ) -> bool:
@@ -396,7 +400,7 @@ class Writer:
                 by_columns.setdefault(columns, []).append([*values, *(changes[c] for c in columns)])
             key = tuple(self.primary_keys[table])
             for columns, rows in by_columns.items():
-                kinds = [self.kinds[table][c] for c in (*key, *columns)]
+                kinds = self._kinds(table, (*key, *columns))
                 self.dialect.update_many(self.cursor, self.names[table], key, columns, rows, kinds=kinds)
 
     def _write_held(self, table: str, pending: _Pending | _ByKey) -> None:
@@ -406,16 +410,16 @@ class Writer:
             gone = [list(key) for key, row in pending.last.items() if row is None]
             kept = [row for row in pending.last.values() if row is not None]
             if gone:
-                kinds = [self.kinds[table][c] for c in pending.key]
+                kinds = self._kinds(table, pending.key)
                 self.dialect.delete_many(self.cursor, name, pending.key, gone, kinds=kinds)
             if kept:
                 assert pending.columns is not None
-                kinds = [self.kinds[table][c] for c in pending.columns]
+                kinds = self._kinds(table, pending.columns)
                 self.dialect.upsert_many(
                     self.cursor, name, pending.columns, kept, kinds=kinds, key=pending.key
                 )
             return
-        kinds = [self.kinds[table][c] for c in pending.columns] if pending.action != "insert" else []
+        kinds = self._kinds(table, pending.columns) if pending.action != "insert" else []
         if pending.action == "upsert":
             self.dialect.upsert_many(
                 self.cursor, name, pending.columns, pending.rows, kinds=kinds, key=pending.key
@@ -450,9 +454,7 @@ class Writer:
         )
 
     def update(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> None:
-        if self.buffered and (
-            self._update_held(table, where, changes) or self._hold_update(table, where, changes)
-        ):
+        if self.buffered and self._hold_update(table, where, changes):
             return
         sets = ", ".join(f"{column} = {self.dialect.placeholder}" for column in changes)
         condition, params = self._where(where)
@@ -460,49 +462,37 @@ class Writer:
             f"UPDATE {self.names[table]} SET {sets} WHERE {condition}", [*changes.values(), *params]
         )
 
-    def _update_held(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
-        """Changes a held inserted row in place when ``where`` names it by its primary key.
-
-        Such a row is not in the table yet, and no other row has its key, so
-        changing it here is the update. Otherwise the caller updates the table.
-        """
-        pending = self._pending.get(table)
-        key = self.primary_keys.get(table)
-        if (
-            not isinstance(pending, _Pending)
-            or pending.action != "insert"
-            or not key
-            or set(where) != set(key)
-        ):
-            return False
-        if not set(changes) <= set(pending.columns):
-            return False
-        row = pending.held(key, where)
-        if row is None:
-            return False
-        for column, value in changes.items():
-            row[pending.columns.index(column)] = value
-        return True
-
     def _hold_update(self, table: str, where: Mapping[str, Any], changes: Mapping[str, Any]) -> bool:
-        """Holds an update of one row named by its primary key, to go with the table's others.
+        """Holds an update of one row named by its primary key; False if ``where`` is not that.
 
-        A whole row held for that key (upserted, or deleted) is changed in place
-        instead. Otherwise the update waits until the table's held rows are
-        written, and later changes of the same row join it.
+        A whole row held for that key (an insert, or an upsert of every column)
+        is changed in place, so it is written as the update leaves it; a held
+        delete leaves nothing to change. Otherwise the update waits until the
+        table's held rows are written, and later changes of the same row join it.
         """
         key = self.primary_keys.get(table)
-        if not key or set(where) != set(key) or not changes:
+        if not key or set(where) != set(key):
             return False
         values = tuple(where[k] for k in key)
         pending = self._pending.get(table)
-        if isinstance(pending, _ByKey) and values in pending.last:
-            row = pending.last[values]
-            if row is not None:
-                assert pending.columns is not None
-                for column, value in changes.items():
-                    row[pending.columns.index(column)] = value
+        row: list[Any] | None = None
+        columns: Sequence[str] = ()
+        if isinstance(pending, _ByKey) and changes and values in pending.last:
+            row, columns = pending.last[values], pending.columns or ()
+            if row is None:
+                return True
+        elif (
+            isinstance(pending, _Pending)
+            and pending.action == "insert"
+            and set(changes) <= set(pending.columns)
+        ):
+            row, columns = pending.held(key, where), pending.columns
+        if row is not None:
+            for column, value in changes.items():
+                row[columns.index(column)] = value
             return True
+        if not changes:
+            return False
         self._updates.setdefault(table, {}).setdefault(values, {}).update(changes)
         return True
 
