@@ -124,6 +124,11 @@ class StoppedView:
     stopped_at: str
 
 
+def _bare_name(view: View, generation: int, table: str) -> str:
+    """A generation's table, unqualified (its indexes are named after it)."""
+    return f"kv_{view.name}_g{generation}_{table}"
+
+
 class ViewStore:
     """The backend-neutral part: generations, status, applying a page of events."""
 
@@ -160,7 +165,12 @@ class ViewStore:
         return {t.name: self.qualified(t.name) for t in (GENERATIONS, STATUS)}
 
     def table_names(self, view: View, generation: int) -> dict[str, str]:
-        return {t.name: self.qualified(f"kv_{view.name}_g{generation}_{t.name}") for t in view.tables}
+        return {t.name: self.qualified(_bare_name(view, generation, t.name)) for t in view.tables}
+
+    def _table_statements(self, view: View, generation: int, table: Table) -> list[str]:
+        """A generation's table: its DDL, then one statement per declared index, in the view's order."""
+        bare = _bare_name(view, generation, table.name)
+        return create_statements(table, self.qualified(bare), bare, self.dialect)
 
     def prepare(self) -> None:
         with self.transaction() as cursor:
@@ -186,10 +196,8 @@ class ViewStore:
     def add_indexes(self, view: View, generation: Generation) -> None:
         """Makes the indexes a generation's tables lack (each built at once, from the rows there are)."""
         with self.transaction() as cursor:
-            names = self.table_names(view, generation.generation)
             for table in view.tables:
-                bare = f"kv_{view.name}_g{generation.generation}_{table.name}"
-                for statement in create_statements(table, names[table.name], bare, self.dialect)[1:]:
+                for statement in self._table_statements(view, generation.generation, table)[1:]:
                     cursor.execute(statement)
 
     def generations(self, name: str) -> list[Generation]:
@@ -212,8 +220,7 @@ class ViewStore:
         number = max((g.generation for g in existing), default=0) + 1
         with self.transaction() as cursor:
             for table in view.tables:
-                bare = f"kv_{view.name}_g{number}_{table.name}"
-                create, *indexes = create_statements(table, self.qualified(bare), bare, self.dialect)
+                create, *indexes = self._table_statements(view, number, table)
                 cursor.execute(create)
                 # Each index keeps the name its place in the view's list gives it, made now or later.
                 for index, statement in zip(table.indexes, indexes, strict=True):
