@@ -32,16 +32,16 @@ provisions_written AS (
            {uuid("p.s->'certificate_record_id'->>'_data_'")}, p.s->'ct_log'->>'log_id',
            {utc("p.s->'ct_log'->'logged_at'->>'_data_'")},
            coalesce((p.s->>'record_required')::boolean, false), {utc("p.s->'retention_until'->>'_data_'")},
-           '[' || coalesce((
-               SELECT string_agg(
-                   '[' || coalesce(to_json({uuid("i.value->'subject_id'->>'_data_'")})::text, 'null') || ','
-                   || to_json(i.value->>'item')::text || ']',
-                   ',' ORDER BY i.n
-               )
-               FROM jsonb_array_elements(p.s->'items') WITH ORDINALITY AS i (value, n)
-           ), '') || ']',
-           p.notification_id
+           '[' || coalesce(listed.items, '') || ']', p.notification_id
     FROM page AS p
+    LEFT JOIN (
+        SELECT provision_id,
+               string_agg(
+                   '[' || coalesce(to_json(subject_id)::text, 'null') || ',' || to_json(item)::text || ']',
+                   ',' ORDER BY n
+               ) AS items
+        FROM items GROUP BY provision_id
+    ) AS listed ON listed.provision_id = p.aggregate_id
 )
 INSERT INTO {{provided_items}} (provision_id, subject_id, item)
 SELECT provision_id, coalesce(subject_id, ''), item FROM items
