@@ -191,12 +191,17 @@ class Projections:
         return self.store.new_generation(view, only=view.indexes_applying_reads)
 
     def _rebuild_in_database(self, name: str, generation: Generation) -> None:
-        """Applies every event so far to a view applied in the database, a page of ids at a time."""
+        """Applies every event so far to a view applied in the database, a page of ids at a time.
+
+        Should the view's statement fail on a page, the page's events of the kinds
+        the view reads are read for its Python ``apply``.
+        """
         view = self.view(name)
         for first, last in self._id_pages():
 
             def page(first: int = first, last: int = last) -> list[Notified]:
-                return notified_page(self._notifications_between(first, last, None), self.ledger.mapper)
+                stored = self._notifications_between(first, last, view.event_types)
+                return notified_page(stored, self.ledger.mapper)
 
             self.store.apply_range(view, generation, first, last, page)
 

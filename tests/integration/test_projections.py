@@ -20,6 +20,7 @@ from consumers.translate import Position
 from consumers.translate import apply as translate
 from domain.application import Ledger
 from projections.runner import ViewRunner, view_store_for
+from projections.service import Projections
 from projections.sql import Writer
 from projections.store import Generation, PostgresViewStore, ViewStore
 from projections.view import Notified, View
@@ -389,3 +390,17 @@ def test_a_page_the_database_cannot_apply_is_applied_in_python(
     warned = [r.getMessage() for r in caplog.records if "applied in Python" in r.getMessage()]
     assert len(warned) == -(-(head or 0) // 40), "one warning per page"
     assert all("DivisionByZero" in w for w in warned)
+
+
+def test_a_rebuild_applies_in_python_the_pages_the_database_cannot(
+    pg_ledger: Ledger, clock: FakeClock
+) -> None:
+    play(pg_ledger, clock, seed=10, stories=1)
+    projections = Projections(pg_ledger, page_size=40)
+    projections.views["audit_trail"] = UnreadableInDatabase()
+    rebuilt = projections.rebuild("audit_trail")
+    assert projections.store.position(rebuilt) == pg_ledger.recorder.max_notification_id()
+    reference = build(pg_ledger, projections.store, every_event(AuditTrail()), page_size=40)
+    assert rows_of(projections.store, AuditTrail(), rebuilt) == rows_of(
+        projections.store, AuditTrail(), reference.generation
+    )
