@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, Transcoding, UUIDAsHex
 
 from domain.cause import Cause
 from domain.personal import Sealed
@@ -60,3 +62,140 @@ class SealedAsDict(Transcoding):
 def register_kiroku_transcodings(transcoder: JSONTranscoder) -> None:
     transcoder.register(CauseAsDict())
     transcoder.register(SealedAsDict())
+
+
+def _null(_: Any) -> str:
+    return "null"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _optional(value: str | None) -> str:
+    return "null" if value is None else encode_basestring(value)
+
+
+class KirokuTranscoder(JSONTranscoder):
+    """The library's JSON transcoder, with a faster way to the same bytes for an event's state.
+
+    The library encodes each UUID, time, cause and sealed value by calling back
+    from the C encoder into Python for a dict, which it then encodes: about
+    three quarters of the cost of storing an event. Here the top-level values
+    of the usual kinds are written as JSON text directly, with the library's
+    own string escaping; anything else (lists, mappings, enums, floats, types
+    of other transcodings) goes through the library's encoder as before. The
+    output is byte for byte the library's (a property test compares them), so
+    stored events, their readers and the SQL that reads their JSON see no
+    difference.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._writers: dict[type, Callable[[Any], str]] | None = None
+        # The library's encoder's settings, made once (its encode makes one per call).
+        # No circular-reference markers: events hold no cycles, and markers shared
+        # between threads could report one falsely.
+        self._nested: Callable[[Any], str] = self.encoder.encode
+        if c_make_encoder is not None:
+            # markers, default, encoder, indent, separators, sort_keys, skipkeys, allow_nan
+            made = c_make_encoder(
+                None, self._encode_obj, encode_basestring, None, ":", ",", False, False, True
+            )
+            self._nested = lambda value: "".join(made(value, 0))
+        self._keys: dict[str, str] = {}
+        # The last cause written, and its text: a command's events share one cause.
+        self._last_cause: tuple[Any, str] = (None, "")
+
+    def register(self, transcoding: Transcoding) -> None:
+        super().register(transcoding)
+        self._writers = None
+
+    def _writers_now(self) -> dict[type, Callable[[Any], str]]:
+        writers: dict[type, Callable[[Any], str]] = {
+            str: encode_basestring,
+            type(None): _null,
+            bool: _bool,
+            int: int.__repr__,
+            list: self._list,
+            dict: self._dict,
+        }
+        # Only where the registered transcoding is the one this writes the form of.
+        uuid_as = self.types.get(UUID)
+        if type(uuid_as) is UUIDAsHex:
+            prefix = f'{{"_type_":{encode_basestring(uuid_as.name)},"_data_":"'
+            writers[UUID] = lambda value: prefix + value.hex + '"}'
+        time_as = self.types.get(datetime)
+        if type(time_as) is DatetimeAsISO:
+            time_prefix = f'{{"_type_":{encode_basestring(time_as.name)},"_data_":'
+            writers[datetime] = lambda value: time_prefix + encode_basestring(value.isoformat()) + "}"
+        if type(self.types.get(Cause)) is CauseAsDict:
+            writers[Cause] = self._cause
+        if type(self.types.get(Sealed)) is SealedAsDict:
+            writers[Sealed] = self._sealed
+        self._writers = writers
+        return writers
+
+    def _list(self, values: list[Any]) -> str:
+        for value in values:
+            if type(value) is not str:
+                return self._nested(values)
+        return "[" + ",".join(map(encode_basestring, values)) + "]"
+
+    def _dict(self, mapping: dict[Any, Any]) -> str:
+        for key, value in mapping.items():
+            if type(key) is not str or (type(value) is not str and value is not None):
+                return self._nested(mapping)
+        return "{" + ",".join(encode_basestring(k) + ":" + _optional(v) for k, v in mapping.items()) + "}"
+
+    def _cause(self, cause: Cause) -> str:
+        last = self._last_cause  # one read: another thread may replace it meanwhile
+        if last[0] is cause:
+            return last[1]
+        text = (
+            f'{{"_type_":{encode_basestring(CauseAsDict.name)},"_data_":{{'
+            f'"actor":{encode_basestring(cause.actor)},'
+            f'"source_system":{encode_basestring(cause.source_system)},'
+            f'"occurred_at":{encode_basestring(cause.occurred_at.isoformat())},'
+            f'"upstream_event_id":{_optional(cause.upstream_event_id)},'
+            f'"correlation_id":{_optional(cause.correlation_id)},'
+            f'"kafka_position":{_optional(cause.kafka_position)}}}}}'
+        )
+        self._last_cause = (cause, text)
+        return text
+
+    def _sealed(self, sealed: Sealed) -> str:
+        if type(sealed.generation) is not int:
+            raise TypeError("not a plain int")
+        return (
+            f'{{"_type_":{encode_basestring(SealedAsDict.name)},"_data_":{{'
+            f'"s":"{sealed.subject_id.hex}","g":{int.__repr__(sealed.generation)},'
+            f'"k":{encode_basestring(sealed.kind)},'
+            f'"b":"{base64.b64encode(sealed.blob).decode("ascii")}"}}}}'
+        )
+
+    def encode(self, obj: Any) -> bytes:
+        if type(obj) is not dict:
+            return super().encode(obj)
+        writers = self._writers or self._writers_now()
+        keys = self._keys
+        parts = []
+        for key, value in obj.items():
+            try:
+                name = keys[key]
+            except (KeyError, TypeError):
+                if type(key) is not str:
+                    return super().encode(obj)
+                name = encode_basestring(key) + ":"
+                if len(keys) < 1024:  # the events' attribute names: a few dozen
+                    keys[key] = name
+            writer = writers.get(type(value))
+            if writer is None:
+                parts.append(name + self._nested(value))
+                continue
+            try:
+                parts.append(name + writer(value))
+            except (TypeError, AttributeError):
+                # A cause or sealed value holding something unusual: the library's way.
+                parts.append(name + self._nested(value))
+        return ("{" + ",".join(parts) + "}").encode("utf8")
