@@ -77,12 +77,16 @@ def _subject_key(source: str, subject_ref: str | None, email: str | None) -> Sub
     raise InvalidCommand("a contact needs a subject_ref or an e-mail address")
 
 
+#: The kinds of personal item in the order a contact's items are taken (the enum's).
+_ITEM_KINDS = tuple((kind, kind.value) for kind in PersonalItemKind)
+
+
 def _contact_items(source: str, contact: dict[str, Any]) -> list[PersonalItemInput]:
     key = _subject_key(source, contact.get("subject_ref"), contact.get("email"))
     return [
-        PersonalItemInput(key, kind, contact[kind.value])
-        for kind in PersonalItemKind
-        if contact.get(kind.value) is not None
+        PersonalItemInput(key, kind, contact[name])
+        for kind, name in _ITEM_KINDS
+        if contact.get(name) is not None
     ]
 
 

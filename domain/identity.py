@@ -9,7 +9,6 @@ while the id alone reveals nothing about the person to anyone without the key.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import re
 import unicodedata
@@ -72,7 +71,7 @@ def subject_id_for(key: SubjectKey, secret: bytes) -> UUID:
     if len(secret) < 16:
         raise ValueError("the subject-id secret must be at least 16 bytes")
     message = b"kiroku.subject\x00" + key.kind.encode() + b"\x00" + key.value.encode()
-    digest = bytearray(hmac.new(secret, message, hashlib.sha256).digest()[:16])
+    digest = bytearray(hmac.digest(secret, message, "sha256")[:16])
     digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return UUID(bytes=bytes(digest))
@@ -82,7 +81,7 @@ def blind_index(value: str, secret: bytes, purpose: str) -> str:
     """A keyed hash of a normalised value, for lookups without storing the value."""
     normalised = " ".join(unicodedata.normalize("NFKC", value).casefold().split())
     message = purpose.encode() + b"\x00" + normalised.encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, message, "sha256").hex()
 
 
 def deterministic_id(*parts: str) -> UUID:

@@ -191,17 +191,18 @@ def _check_ground(category: ProvisionCategory, legal_ground: LegalGround | str |
     return None
 
 
+_PERSONAL_ITEMS = frozenset(k.value for k in PersonalItemKind)
+_PROVIDABLE_ITEMS = _PERSONAL_ITEMS | {f.value for f in CertificateField} | {"serial", "validity"}
+
+
 def _check_items(items: Sequence[ProvidedItem], *, has_record: bool) -> list[dict[str, Any]]:
     if not items:
         raise InvalidCommand("a provision needs the items provided", Clause.PROVISION)
-    allowed = (
-        {k.value for k in PersonalItemKind} | {f.value for f in CertificateField} | {"serial", "validity"}
-    )
     checked: list[dict[str, Any]] = []
     for item in items:
-        if item.item not in allowed:
+        if item.item not in _PROVIDABLE_ITEMS:
             raise InvalidCommand(f"unknown provided item {item.item!r}", Clause.PROVISION)
-        is_personal = item.item in {k.value for k in PersonalItemKind}
+        is_personal = item.item in _PERSONAL_ITEMS
         if is_personal and item.subject_id is None:
             raise InvalidCommand(f"personal item {item.item} needs its data subject", Clause.PROVISION)
         if not is_personal and item.subject_id is not None:
