@@ -20,6 +20,7 @@ from consumers.ingest import Ingest, end_offsets, recorded_messages
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
 from kiroku.broker import TansuBroker
+from kiroku.runtime import tune_gc_for_batches
 
 
 def ceiling(bootstrap: str, count: int, contract: Contract) -> float:
@@ -101,6 +102,8 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
 
 
 def run(events: int, processes: int = 2) -> dict[str, Any]:
+    # The collector as `kiroku consume` sets it, for the ceiling as for kiroku.
+    tune_gc_for_batches()
     contract = Contract.load()
     with TansuBroker() as broker:
         create_topics(broker.bootstrap_servers)

@@ -23,6 +23,7 @@ from domain.errors import DomainError
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
 from kiroku.policy_text import publish_current_policy
+from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings, SettingsError
 
 log = logging.getLogger("kiroku")
@@ -64,6 +65,7 @@ def consume(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc_for_batches()
     log.info(
         "consuming %s from %s into %s as group %s",
         ", ".join(UPSTREAM_TOPICS),

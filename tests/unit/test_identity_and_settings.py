@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -100,3 +102,21 @@ def test_the_password_never_appears_in_descriptions() -> None:
     )
     assert settings.database.port == 5433 and settings.database.schema == "x"
     assert "hunter2" not in settings.database.describe() and "hunter2" not in repr(settings)
+
+
+def test_batch_processes_collect_garbage_in_larger_steps_and_leave_start_up_out() -> None:
+    script = (
+        "import gc\n"
+        "from kiroku.runtime import YOUNG_GENERATION_THRESHOLD, tune_gc_for_batches\n"
+        "before = gc.get_threshold()\n"
+        "tune_gc_for_batches()\n"
+        "after = gc.get_threshold()\n"
+        "assert after == (YOUNG_GENERATION_THRESHOLD, *before[1:]), after\n"
+        "assert gc.get_freeze_count() > 0\n"
+        "print('ok')\n"
+    )
+    # In a process of its own: the settings are process-wide.
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.stdout.strip() == "ok", done.stderr
