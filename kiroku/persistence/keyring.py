@@ -149,6 +149,13 @@ class PostgresKeyRing(_KeyTable):
             "INSERT INTO {t} (subject_id, generation, wrapped_key) VALUES (%s, %s, %s) "
             "ON CONFLICT (subject_id, generation) DO NOTHING"
         ).format(t=table)
+        # Every candidate in one statement (in the order given, so that two writers
+        # inserting overlapping keys take their row locks in one order).
+        self._insert_many = SQL(
+            "INSERT INTO {t} (subject_id, generation, wrapped_key) "
+            "SELECT * FROM unnest(%b::uuid[], %b::integer[], %b::bytea[]) "
+            "ON CONFLICT (subject_id, generation) DO NOTHING"
+        ).format(t=table)
         self._select_many = SQL(
             "SELECT subject_id, generation, wrapped_key FROM {t} WHERE subject_id = ANY(%s)"
         ).format(t=table)
@@ -170,9 +177,12 @@ class PostgresKeyRing(_KeyTable):
     def _fetch_or_insert_many(
         self, candidates: list[tuple[UUID, int, bytes]]
     ) -> list[tuple[UUID, int, bytes | None]]:
+        ids = [c[0] for c in candidates]
+        generations = [c[1] for c in candidates]
         with self.datastore.transaction(commit=True) as curs:
-            curs.executemany(self._insert, candidates)
-            curs.execute(self._select_pairs, ([c[0] for c in candidates], [c[1] for c in candidates]))
+            curs.execute(self._insert_many, (ids, generations, [c[2] for c in candidates]))
+            # A statement of its own (read committed): it sees the rows of whoever inserted first.
+            curs.execute(self._select_pairs, (ids, generations))
             rows = curs.fetchall()
         return [
             (r["subject_id"], r["generation"], None if r["wrapped_key"] is None else bytes(r["wrapped_key"]))
