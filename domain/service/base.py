@@ -140,7 +140,7 @@ def _sorted_fields_of(cls: type) -> tuple[tuple[str | None, str], ...] | None:
         return order
 
 
-def _canonical_text(value: Any, typed: bool = True) -> str:
+def _canonical_text(value: Any, typed: bool = True) -> str:  # noqa: PLR0911 - one return per kind
     """``_FINGERPRINT_JSON.encode(_canonical(value, typed))``, written without making the form first.
 
     Strings, numbers without a fraction, None, lists and dataclasses (nearly
