@@ -1,16 +1,16 @@
-"""``python -m bench ingest|rebuild|query --events N``."""
+"""``python -m bench ingest|rebuild|query|ingest-phases --events N``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from bench import ingest, query, rebuild
+from bench import ingest, ingest_phases, query, rebuild
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("benchmark", choices=["ingest", "rebuild", "query"])
+    parser.add_argument("benchmark", choices=["ingest", "rebuild", "query", "ingest-phases"])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=8, help="query: concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="query: requests per client")
@@ -22,6 +22,8 @@ def main() -> None:
         query.main(args.events, args.clients, args.requests, args.api_workers)
     elif args.benchmark == "ingest":
         ingest.main(args.events, args.processes)
+    elif args.benchmark == "ingest-phases":
+        ingest_phases.main(args.events)
     else:
         rebuild.main(args.events)
 
