@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
+
+from hypothesis import strategies as st
 
 from domain.application import Ledger
 from domain.cause import Cause
@@ -76,3 +79,8 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+def scalar_values(texts: st.SearchStrategy[str]) -> st.SearchStrategy[Any]:
+    """None, booleans, integers, finite floats, the given texts and UUIDs: values any JSON form meets."""
+    return st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts | st.uuids()

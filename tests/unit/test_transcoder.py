@@ -20,6 +20,7 @@ from domain.cause import Cause
 from domain.codes import Channel, Purpose
 from domain.personal import Sealed
 from domain.transcodings import KirokuTranscoder, register_kiroku_transcodings
+from tests.helpers import scalar_values
 
 
 def _made(cls: type[JSONTranscoder]) -> JSONTranscoder:
@@ -50,12 +51,7 @@ causes = st.builds(
 )
 sealed = st.builds(Sealed.restored, st.uuids(), st.integers(0, 2**40), texts, st.binary(max_size=40))
 leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | texts
-    | st.uuids()
+    scalar_values(texts)
     | times
     | st.decimals(allow_nan=False, allow_infinity=False)
     | causes
