@@ -9,6 +9,8 @@ text the Python views write (``projections.sql.utc_text`` and ``id_text``).
 
 from __future__ import annotations
 
+from kiroku.persistence.recorders import event_type_sql
+
 #: ``utc_text``'s format, for ``to_char``.
 _UTC_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
@@ -28,12 +30,13 @@ def page(events: str, kinds: str | None = None) -> str:
 
     ``kinds``: an SQL list of the kinds (``Aggregate.Event``) to keep, or None for all.
     """
-    only = f" AND substring(e.topic from '[^:]*$') IN ({kinds})" if kinds else ""
+    kind = event_type_sql("e.topic")
+    only = f" AND {kind} IN ({kinds})" if kinds else ""
     return f"""
     SELECT e.notification_id, j.kind, e.originator_id::text AS aggregate_id, j.s
     FROM {events} AS e
     -- OFFSET 0 keeps the parsed state one value, not an expression repeated at each use.
     CROSS JOIN LATERAL (
-        SELECT convert_from(e.state, 'UTF8')::jsonb AS s, substring(e.topic from '[^:]*$') AS kind OFFSET 0
+        SELECT convert_from(e.state, 'UTF8')::jsonb AS s, {kind} AS kind OFFSET 0
     ) AS j
     WHERE e.notification_id BETWEEN %(first)s AND %(last)s{only}"""

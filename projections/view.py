@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from eventsourcing.persistence import Mapper, Notification
 
+from kiroku.persistence.recorders import event_type_of
 from projections.sql import Table, Writer
 
 _NOT_YET: Any = object()
@@ -40,11 +41,6 @@ class Notified:
 
 def notified_page(notifications: Sequence[Notification], mapper: Mapper[Any]) -> list[Notified]:
     return [Notified(n, mapper) for n in notifications]
-
-
-def event_type_of(topic: str) -> str:
-    """``Aggregate.Event`` from a stored topic ``module:Aggregate.Event``."""
-    return topic.rsplit(":", 1)[-1]
 
 
 class View(ABC):

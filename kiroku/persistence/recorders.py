@@ -34,6 +34,16 @@ KEYS_TABLE = "kiroku_subject_keys"
 _FEW_EVENTS = 50
 
 
+def event_type_of(topic: str) -> str:
+    """``Aggregate.Event`` from a stored topic ``module:Aggregate.Event``."""
+    return topic.rsplit(":", 1)[-1]
+
+
+def event_type_sql(topic: str) -> str:
+    """:func:`event_type_of` in PostgreSQL, over the SQL expression ``topic``."""
+    return f"substring({topic} from '[^:]*$')"
+
+
 def postgres_keys_table(schema: str) -> Identifier:
     return Identifier(schema, KEYS_TABLE)
 
@@ -95,7 +105,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         )
         self._between_statement = SQL(between + " ORDER BY notification_id").format(table=events_table)
         self._between_of_kinds_statement = SQL(
-            between + " AND substring(topic from '[^:]*$') = ANY(%s) ORDER BY notification_id"
+            between + f" AND {event_type_sql('topic')} = ANY(%s) ORDER BY notification_id"
         ).format(table=events_table)
         self.shred_statement = SQL(
             "INSERT INTO {table} (subject_id, generation, wrapped_key, destroyed_at) "
@@ -266,7 +276,7 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
         found = self.select_notifications(start=first, limit=last - first + 1, stop=last)
         if event_types is None:
             return list(found)
-        return [n for n in found if n.topic.rsplit(":", 1)[-1] in event_types]
+        return [n for n in found if event_type_of(n.topic) in event_types]
 
     def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of these aggregates, ordered by aggregate and version."""
