@@ -51,6 +51,7 @@ class DataSubject(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.record_ids.append(self.record_id)
+            aggregate.record_id_set.add(self.record_id)
 
     class ProvisionNoted(Aggregate.Event):
         provision_id: UUID
@@ -108,6 +109,10 @@ class DataSubject(Aggregate):
         self.erased_generations: list[int] = []
         # Certificate records and ACME accounts that hold this subject's items.
         self.record_ids: list[UUID] = []
+        # The same ids, to tell in one step whether the subject is on a record already
+        # (a person can be on many thousands: looking through the list made each
+        # new record cost more than the one before).
+        self.record_id_set: set[UUID] = set()
         self.provisions: list[tuple[UUID, str, datetime | None]] = []
         self.stop_requests: dict[str, StopRequest] = {}
         self.provision_stopped = False
@@ -122,7 +127,7 @@ class DataSubject(Aggregate):
         return cls._create(cls.Registered, id=subject_id, key_kind=key_kind, cause=cause)
 
     def appear_on(self, record_id: UUID, cause: Cause) -> None:
-        if record_id not in self.record_ids:
+        if record_id not in self.record_id_set:
             self.trigger_event(self.AppearedOn, record_id=record_id, cause=cause)
 
     def note_provision(

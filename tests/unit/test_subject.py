@@ -129,3 +129,23 @@ def test_provision_records_hold_until_their_retention_ends() -> None:
     )
     assert len(data_subject.provision_holds(T0)) == 1
     assert data_subject.provision_holds(T0 + timedelta(days=1)) == []
+
+
+def test_a_subject_appears_once_on_each_record_also_when_rebuilt_from_its_events() -> None:
+    data_subject = subject()
+    records = [uuid4() for _ in range(3)]
+    for record_id in [*records, records[0], records[2]]:
+        data_subject.appear_on(record_id, cause())
+    events = data_subject.collect_events()
+    assert [type(e).__name__ for e in events] == ["Registered", "AppearedOn", "AppearedOn", "AppearedOn"]
+    assert data_subject.record_ids == records
+
+    rebuilt = None
+    for event in events:
+        rebuilt = event.mutate(rebuilt)
+    assert isinstance(rebuilt, DataSubject)
+    assert rebuilt.record_ids == records
+    rebuilt.appear_on(records[1], cause())
+    assert rebuilt.collect_events() == []
+    rebuilt.appear_on(uuid4(), cause())
+    assert [type(e).__name__ for e in rebuilt.collect_events()] == ["AppearedOn"]
