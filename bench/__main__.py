@@ -1,16 +1,16 @@
-"""``python -m bench ingest|rebuild|query|ingest-phases --events N``."""
+"""``python -m bench ingest|rebuild|query|ingest-phases|history --events N``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from bench import ingest, ingest_phases, query, rebuild
+from bench import history, ingest, ingest_phases, query, rebuild
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("benchmark", choices=["ingest", "rebuild", "query", "ingest-phases"])
+    parser.add_argument("benchmark", choices=["ingest", "rebuild", "query", "ingest-phases", "history"])
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=8, help="query: concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="query: requests per client")
@@ -24,6 +24,8 @@ def main() -> None:
         ingest.main(args.events, args.processes)
     elif args.benchmark == "ingest-phases":
         ingest_phases.main(args.events)
+    elif args.benchmark == "history":
+        history.main(args.events)
     else:
         rebuild.main(args.events)
 
