@@ -21,6 +21,7 @@ import json
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -183,8 +184,11 @@ def _utcnow() -> datetime:
 class HasEventsOf(Protocol):
     """A recorder that reads the events of many aggregates in one query (kiroku's recorders can)."""
 
-    def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of these aggregates, ordered by aggregate and version."""
+    def events_of(self, ids: Sequence[UUID], after: Sequence[int] | None = None) -> list[StoredEvent]:
+        """Every event of these aggregates, ordered by aggregate and version.
+
+        With ``after`` (a version per id), only the events after that version.
+        """
         ...
 
 
@@ -206,6 +210,7 @@ class Batch:
         # neither outlives it, so a key destroyed meanwhile stops the next batch's readers.
         self.subject_ids: dict[SubjectKey, UUID] = {}
         self.opening_keys: dict[tuple[UUID, int], bytes | None] = {}
+        self.committed = False
 
     def add(self, aggregates: Sequence[Aggregate], save_kwargs: Mapping[str, Sequence[Any]]) -> None:
         for aggregate in aggregates:
@@ -227,6 +232,7 @@ class Batch:
         ledger = self._ledger
         stored = [ledger.mapper.to_stored_event(event) for event in self.events]
         ids = ledger.recorder.insert_events(stored, tracking=tracking, **self.save_kwargs)
+        self.committed = True
         return max(ids) if ids else None
 
 
@@ -289,8 +295,50 @@ class LedgerBase(Application[UUID]):
         self._local.batch = batch
         try:
             yield batch
+        except BaseException:
+            self._keep_for_next_batches(batch, saved=False)
+            raise
+        else:
+            self._keep_for_next_batches(batch, saved=batch.committed)
         finally:
             self._local.batch = None
+
+    # Aggregates kept between a thread's batches -------------------------------
+    #
+    # Ingest touches the same accounts, people and records batch after batch, and
+    # an aggregate's history only grows: reading all of it for every batch made a
+    # command cost more the longer the history (one account with many thousands of
+    # certificates, one person on many thousands of records). The aggregates a
+    # saved batch ended with are kept; the next batch reads only the events stored
+    # after their versions (by any writer) and applies them. A batch that was not
+    # saved leaves nothing behind: whatever it touched is forgotten, since its
+    # commands may have changed it.
+
+    #: Aggregates kept per thread, the least recently used dropped first.
+    kept_aggregates = 20_000
+
+    def _kept(self) -> OrderedDict[UUID, Aggregate]:
+        kept: OrderedDict[UUID, Aggregate] | None = getattr(self._local, "kept", None)
+        if kept is None:
+            kept = self._local.kept = OrderedDict()
+        return kept
+
+    def _keep_for_next_batches(self, batch: Batch, *, saved: bool) -> None:
+        kept = self._kept()
+        touched = [*batch.read, *batch.aggregates]
+        if not saved:
+            for aggregate_id in touched:
+                kept.pop(aggregate_id, None)
+            return
+        for aggregate_id in touched:
+            aggregate = batch.aggregates.get(aggregate_id) or batch.read.get(aggregate_id)
+            if aggregate is None or aggregate.pending_events:
+                kept.pop(aggregate_id, None)  # absent (another writer may create it), or changed unsaved
+                continue
+            kept[aggregate_id] = aggregate
+            kept.move_to_end(aggregate_id)
+        while len(kept) > self.kept_aggregates:
+            kept.popitem(last=False)
 
     # Loading ----------------------------------------------------------------
 
@@ -304,7 +352,7 @@ class LedgerBase(Application[UUID]):
         elif aggregate_id in batch.read:
             aggregate = batch.read[aggregate_id]
         else:
-            aggregate = batch.read[aggregate_id] = self._read(aggregate_id)
+            aggregate = batch.read[aggregate_id] = self._read_in_batch([aggregate_id])[aggregate_id]
         if aggregate is not None:
             # Not copied: if the command is refused, what it changed is rolled back.
             batch.touched[aggregate_id] = aggregate
@@ -317,23 +365,37 @@ class LedgerBase(Application[UUID]):
             return None
         return aggregate
 
-    def _read_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate | None]:
-        """These aggregates as stored now, read in one query where the recorder can (else one each)."""
+    def _read_many(
+        self, aggregate_ids: Sequence[UUID], known: Mapping[UUID, Aggregate] | None = None
+    ) -> dict[UUID, Aggregate | None]:
+        """These aggregates as stored now, read in one query where the recorder can (else one each).
+
+        ``known``: aggregates as saved earlier; only the events stored after their
+        versions are read, and applied to them.
+        """
         recorder = self.recorder
         if not isinstance(recorder, HasEventsOf):
             return {aggregate_id: self._read(aggregate_id) for aggregate_id in aggregate_ids}
+        start = [known.get(i) for i in aggregate_ids] if known else [None] * len(aggregate_ids)
+        after = [0 if a is None else a.version for a in start] if known else None
         by_id: dict[UUID, list[Any]] = {}
-        for stored in recorder.events_of(aggregate_ids):
+        for stored in recorder.events_of(aggregate_ids, after):
             by_id.setdefault(UUID(str(stored.originator_id)), []).append(stored)
         found: dict[UUID, Aggregate | None] = {}
-        for aggregate_id in aggregate_ids:
+        for aggregate_id, earlier in zip(aggregate_ids, start, strict=True):
             stored_events = by_id.get(aggregate_id)
             found[aggregate_id] = (
-                project_aggregate(None, map(self.mapper.to_domain_event, stored_events))
+                project_aggregate(earlier, map(self.mapper.to_domain_event, stored_events))
                 if stored_events
-                else None
+                else earlier
             )
         return found
+
+    def _read_in_batch(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate | None]:
+        """``_read_many`` from the aggregates kept from earlier batches, where there are some."""
+        kept = self._kept()
+        known = {i: kept[i] for i in aggregate_ids if i in kept}
+        return self._read_many(aggregate_ids, known)
 
     def prefetch(self, aggregate_ids: Iterable[UUID], *, subject_ids: Iterable[UUID] = ()) -> None:
         """Inside a batch, reads these aggregates in one query instead of one query each.
@@ -351,7 +413,7 @@ class LedgerBase(Application[UUID]):
             i for i in dict.fromkeys(aggregate_ids) if i not in batch.read and i not in batch.aggregates
         ]
         if wanted and isinstance(self.recorder, HasEventsOf):
-            batch.read.update(self._read_many(wanted))
+            batch.read.update(self._read_in_batch(wanted))
         pairs = []
         for subject_id in dict.fromkeys(subject_ids):
             known = batch.aggregates.get(subject_id, batch.read.get(subject_id))

@@ -99,6 +99,12 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(table=events_table)
+        self._events_after_statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, after_version) JOIN {table} AS e "
+            "ON e.originator_id = w.originator_id AND e.originator_version > w.after_version "
+            "ORDER BY e.originator_id, e.originator_version"
+        ).format(table=events_table)
         between = (
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
             "WHERE notification_id BETWEEN %s AND %s"
@@ -114,13 +120,20 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SET wrapped_key = NULL, destroyed_at = COALESCE({table}.destroyed_at, now())"
         ).format(table=table)
 
-    def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of these aggregates in one query, ordered by aggregate and version."""
+    def events_of(self, ids: Sequence[UUID], after: Sequence[int] | None = None) -> list[StoredEvent]:
+        """Every event of these aggregates in one query, ordered by aggregate and version.
+
+        ``after``, if given, holds a version for each id: only that aggregate's
+        later events are read (for an aggregate already known up to there).
+        """
         if not ids:
             return []
         # One statement, no transaction around it: one round trip (not BEGIN, SELECT, ROLLBACK).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._events_of_statement, (list(ids),), prepare=True)
+            if after is None:
+                curs.execute(self._events_of_statement, (list(ids),), prepare=True)
+            else:
+                curs.execute(self._events_after_statement, (list(ids), list(after)), prepare=True)
             return [
                 StoredEvent(
                     originator_id=row["originator_id"],
@@ -278,8 +291,8 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
             return list(found)
         return [n for n in found if event_type_of(n.topic) in event_types]
 
-    def events_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of these aggregates, ordered by aggregate and version."""
+    def events_of(self, ids: Sequence[UUID], after: Sequence[int] | None = None) -> list[StoredEvent]:
+        """Every event of these aggregates, ordered by aggregate and version (later than ``after``'s)."""
         events: list[StoredEvent] = []
         with self.datastore.transaction(commit=False) as c:
             for start in range(0, len(ids), 500):
@@ -300,6 +313,9 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
                     )
                     for row in c.fetchall()
                 )
+        if after is not None:
+            known: dict[UUID | str, int] = dict(zip(ids, after, strict=True))
+            events = [e for e in events if e.originator_version > known[e.originator_id]]
         return events
 
     def _insert_events(

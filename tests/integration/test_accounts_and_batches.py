@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from domain.account import AcmeAccount
 from domain.application import Ledger
 from domain.cause import Cause
 from domain.certificate import CertificateIdentity, CertificateRecord
 from domain.commands import PersonalItemInput, ProvidedItemInput
-from domain.errors import DomainError, LegalHoldActive, PolicyViolation
+from domain.errors import DomainError, InvalidTransition, LegalHoldActive, PolicyViolation
 from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient
+from domain.service.base import HasEventsOf
+from kiroku.bootstrap import build_ledger
+from kiroku.settings import Settings
 from tests.helpers import T0, FakeClock, cause, fresh_upstream_id, publish_policy
 
 ALICE = "alice@example.com"
@@ -240,6 +244,88 @@ def test_a_batch_behind_the_recorded_position_is_refused_whole(ledger: Ledger) -
     account_id = ledger.acme_account_id("acme", "a2")
     with pytest.raises(DomainError):
         ledger.acme_account(account_id)
+
+
+def _events_of(ledger: Ledger, ids: list[UUID], after: list[int] | None = None) -> list[StoredEvent]:
+    recorder = ledger.recorder
+    assert isinstance(recorder, HasEventsOf)
+    return recorder.events_of(ids, after)
+
+
+def _order(ledger: Ledger, order: str, account: str = "acct-1") -> None:
+    """An issued certificate under the account, inside a batch (nothing is read back)."""
+    ledger.collect(
+        record_ref=order,
+        channel="C2",
+        purposes=["P1", "P3"],
+        certificate=CertificateIdentity(f"{order}.example.com", [f"{order}.example.com"], "DV", "0a1b"),
+        account_ref=account,
+        validity=(T0, T0 + timedelta(days=90)),
+        cause=acme(),
+    )
+
+
+def test_a_batch_sees_what_another_writer_saved_after_the_batch_before(
+    ledger: Ledger, settings: Settings, clock: FakeClock
+) -> None:
+    publish_policy(ledger)
+    with ledger.batch() as batch:
+        register(ledger)
+        _order(ledger, "o1")
+        batch.commit()
+    other = build_ledger(settings, clock=clock)  # another process, say the API's
+    try:
+        other.update_account_contacts(account_ref="acct-1", contacts=[BOB], channel="C2", cause=acme())
+        other.deactivate_account(account_ref="acct-1", cause=acme())
+    finally:
+        other.close()
+    with ledger.batch() as batch:
+        with pytest.raises(InvalidTransition, match="deactivated"):
+            _order(ledger, "o2")
+        batch.commit()
+    account = ledger.acme_account(ledger.acme_account_id("acme", "acct-1"))
+    assert account.deactivated_at is not None
+    assert len(account.certificate_record_ids) == 1
+    assert account.subject_ids == [ledger.subject_id(SubjectKey.email(BOB))]
+
+
+@pytest.mark.parametrize("how", ["refused by the store", "left without saving"])
+def test_what_a_batch_that_was_not_saved_changed_is_not_seen_by_the_next(ledger: Ledger, how: str) -> None:
+    publish_policy(ledger)
+    with ledger.batch() as batch:
+        register(ledger)
+        _order(ledger, "o1")
+        batch.commit(Tracking("acme.events:0", 1))
+    with ledger.batch() as batch:
+        _order(ledger, "o2")
+        if how == "refused by the store":
+            with pytest.raises(IntegrityError):
+                batch.commit(Tracking("acme.events:0", 1))  # not after the recorded position
+    with ledger.batch() as batch:
+        _order(ledger, "o2")  # were the unsaved record or link kept, this would be refused or conflict
+        _order(ledger, "o3")
+        batch.commit(Tracking("acme.events:0", 3))
+    account = ledger.acme_account(ledger.acme_account_id("acme", "acct-1"))
+    records = [ledger.certificate_record(i).record_ref for i in account.certificate_record_ids]
+    assert records == ["o1", "o2", "o3"]
+    assert account.version == len(_events_of(ledger, [account.id]))
+
+
+def test_an_aggregate_kept_from_an_earlier_batch_reads_only_its_later_events(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    with ledger.batch() as batch:
+        register(ledger)
+        batch.commit()
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    for number in range(3):
+        with ledger.batch() as batch:
+            _order(ledger, f"o{number}")
+            batch.commit()
+    version = ledger.acme_account(account_id).version
+    later = _events_of(ledger, [account_id], [version - 1])
+    assert [e.originator_version for e in later] == [version]
+    assert _events_of(ledger, [account_id], [version]) == []
+    assert len(_events_of(ledger, [account_id], [0])) == version
 
 
 def test_personal_items_of_a_record_stay_with_their_collection(ledger: Ledger) -> None:
