@@ -308,14 +308,17 @@ class LedgerBase(Application[UUID]):
     # Ingest touches the same accounts, people and records batch after batch, and
     # an aggregate's history only grows: reading all of it for every batch made a
     # command cost more the longer the history (one account with many thousands of
-    # certificates, one person on many thousands of records). The aggregates a
-    # saved batch ended with are kept; the next batch reads only the events stored
-    # after their versions (by any writer) and applies them. A batch that was not
+    # certificates, one person on many thousands of records). The aggregates with
+    # long histories that a saved batch ended with are kept; the next batch reads
+    # only the events stored after their versions (by any writer) and applies them. A batch that was not
     # saved leaves nothing behind: whatever it touched is forgotten, since its
     # commands may have changed it.
 
     #: Aggregates kept per thread, the least recently used dropped first.
     kept_aggregates = 20_000
+    #: Only aggregates with at least this many events are kept: a short history costs
+    #: less to read again whole (with the others, in one plain query) than to keep.
+    kept_from_version = 32
 
     def _kept(self) -> OrderedDict[UUID, Aggregate]:
         kept: OrderedDict[UUID, Aggregate] | None = getattr(self._local, "kept", None)
@@ -332,8 +335,9 @@ class LedgerBase(Application[UUID]):
             return
         for aggregate_id in touched:
             aggregate = batch.aggregates.get(aggregate_id) or batch.read.get(aggregate_id)
-            if aggregate is None or aggregate.pending_events:
-                kept.pop(aggregate_id, None)  # absent (another writer may create it), or changed unsaved
+            if aggregate is None or aggregate.pending_events or aggregate.version < self.kept_from_version:
+                # Absent (another writer may create it), changed and not saved, or short.
+                kept.pop(aggregate_id, None)
                 continue
             kept[aggregate_id] = aggregate
             kept.move_to_end(aggregate_id)

@@ -99,11 +99,19 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(table=events_table)
+        # Aggregates read whole by id (as above), and those known up to a version by one
+        # index scan each (LATERAL), whatever the planner knows of the table: a plain join
+        # was planned as a merge join over the whole primary key on a table not yet
+        # analysed (25 ms at 75,000 events, growing with the table).
         self._events_after_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {table} "
+            "WHERE originator_id = ANY(%s) "
+            "UNION ALL "
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, after_version) JOIN {table} AS e "
-            "ON e.originator_id = w.originator_id AND e.originator_version > w.after_version "
-            "ORDER BY e.originator_id, e.originator_version"
+            "FROM unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, after_version) "
+            "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state FROM {table} "
+            "WHERE originator_id = w.originator_id AND originator_version > w.after_version) AS e "
+            "ORDER BY 1, 2"
         ).format(table=events_table)
         between = (
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
@@ -128,12 +136,35 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         """
         if not ids:
             return []
+        if after is not None:
+            fresh = [i for i, version in zip(ids, after, strict=True) if not version]
+            known = [(i, version) for i, version in zip(ids, after, strict=True) if version]
+            if known:
+                return self._events_after(fresh, known)
         # One statement, no transaction around it: one round trip (not BEGIN, SELECT, ROLLBACK).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            if after is None:
-                curs.execute(self._events_of_statement, (list(ids),), prepare=True)
-            else:
-                curs.execute(self._events_after_statement, (list(ids), list(after)), prepare=True)
+            curs.execute(self._events_of_statement, (list(ids),), prepare=True)
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    def _events_after(self, fresh: list[UUID], known: list[tuple[UUID, int]]) -> list[StoredEvent]:
+        """All events of ``fresh``, and those after the given version of ``known``, in one statement."""
+        with self.datastore.transaction(commit=False) as curs:
+            # The per-aggregate scans are estimated high on a table not yet analysed, and
+            # compiling the statement (JIT) then took longer than running it.
+            curs.execute("SET LOCAL jit = off")
+            curs.execute(
+                self._events_after_statement,
+                (fresh, [i for i, _ in known], [v for _, v in known]),
+                prepare=True,
+            )
             return [
                 StoredEvent(
                     originator_id=row["originator_id"],

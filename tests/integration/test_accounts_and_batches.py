@@ -268,6 +268,7 @@ def _order(ledger: Ledger, order: str, account: str = "acct-1") -> None:
 def test_a_batch_sees_what_another_writer_saved_after_the_batch_before(
     ledger: Ledger, settings: Settings, clock: FakeClock
 ) -> None:
+    ledger.kept_from_version = 1  # keep every aggregate, however short its history
     publish_policy(ledger)
     with ledger.batch() as batch:
         register(ledger)
@@ -291,6 +292,7 @@ def test_a_batch_sees_what_another_writer_saved_after_the_batch_before(
 
 @pytest.mark.parametrize("how", ["refused by the store", "left without saving"])
 def test_what_a_batch_that_was_not_saved_changed_is_not_seen_by_the_next(ledger: Ledger, how: str) -> None:
+    ledger.kept_from_version = 1  # keep every aggregate, however short its history
     publish_policy(ledger)
     with ledger.batch() as batch:
         register(ledger)
@@ -312,6 +314,7 @@ def test_what_a_batch_that_was_not_saved_changed_is_not_seen_by_the_next(ledger:
 
 
 def test_an_aggregate_kept_from_an_earlier_batch_reads_only_its_later_events(ledger: Ledger) -> None:
+    ledger.kept_from_version = 3
     publish_policy(ledger)
     with ledger.batch() as batch:
         register(ledger)
@@ -322,6 +325,10 @@ def test_an_aggregate_kept_from_an_earlier_batch_reads_only_its_later_events(led
             _order(ledger, f"o{number}")
             batch.commit()
     version = ledger.acme_account(account_id).version
+    # Kept: the account (a long history here); not kept: a receipt (one event).
+    kept = ledger._kept()  # what is kept is the behaviour under test
+    assert kept[account_id].version == version
+    assert all(aggregate.version >= 3 for aggregate in kept.values())
     later = _events_of(ledger, [account_id], [version - 1])
     assert [e.originator_version for e in later] == [version]
     assert _events_of(ledger, [account_id], [version]) == []
