@@ -11,8 +11,11 @@ applies them, without the broker) that all touch one aggregate:
 - ``person``: certificate records collected with one person's e-mail address
   (each puts the person on a new record).
 
-It prints each batch's rate as the history grows, and as its last line
-the first and last batch's rates per scenario. Where a rate falls as the
+It calls the ledger's commands one by one, without ingest's read-ahead
+(``prefetch``), so each command reads what it needs with queries of its own
+and the rates are lower than ingest's; what matters is how they change. It
+prints each batch's rate as the history grows, and as its last line the
+first and last batch's rates per scenario. Where a rate falls as the
 history grows, a command costs more the longer the aggregate's history is.
 """
 
