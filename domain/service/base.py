@@ -314,8 +314,11 @@ class LedgerBase(Application[UUID]):
     # saved leaves nothing behind: whatever it touched is forgotten, since its
     # commands may have changed it.
 
-    #: Aggregates kept per thread, the least recently used dropped first.
+    #: Aggregates kept per thread, the least recently used dropped first, and the
+    #: events they hold together: a long history's state is large (a person on a
+    #: million records holds a million record ids), so their number alone is no bound.
     kept_aggregates = 20_000
+    kept_events = 2_000_000
     #: Only aggregates with at least this many events are kept: a short history costs
     #: less to read again whole (with the others, in one plain query) than to keep.
     kept_from_version = 32
@@ -341,8 +344,10 @@ class LedgerBase(Application[UUID]):
                 continue
             kept[aggregate_id] = aggregate
             kept.move_to_end(aggregate_id)
-        while len(kept) > self.kept_aggregates:
-            kept.popitem(last=False)
+        events = sum(aggregate.version for aggregate in kept.values())
+        while kept and (len(kept) > self.kept_aggregates or events > self.kept_events):
+            _, dropped = kept.popitem(last=False)
+            events -= dropped.version
 
     # Loading ----------------------------------------------------------------
 

@@ -335,6 +335,32 @@ def test_an_aggregate_kept_from_an_earlier_batch_reads_only_its_later_events(led
     assert len(_events_of(ledger, [account_id], [0])) == version
 
 
+def test_the_aggregates_kept_are_bounded_by_number_and_by_their_events(ledger: Ledger) -> None:
+    ledger.kept_from_version = 1
+    publish_policy(ledger)
+    for number in range(4):
+        with ledger.batch() as batch:
+            register(ledger, ref=f"acct-{number}")
+            _order(ledger, f"o{number}", account=f"acct-{number}")
+            batch.commit()
+    kept = ledger._kept()  # what is kept is the behaviour under test
+    order = list(kept)
+    assert ledger.acme_account_id("acme", "acct-0") in order
+
+    ledger.kept_aggregates = 3
+    with ledger.batch() as batch:
+        batch.commit()
+    assert list(kept) == order[-3:]  # the least recently used went first
+
+    ledger.kept_aggregates = 20_000
+    newest = kept[order[-1]].version
+    ledger.kept_events = newest
+    with ledger.batch() as batch:
+        batch.commit()
+    assert list(kept) == [order[-1]]
+    assert sum(a.version for a in kept.values()) <= ledger.kept_events
+
+
 def test_personal_items_of_a_record_stay_with_their_collection(ledger: Ledger) -> None:
     """A record with personal items still collects as before under the split service."""
     publish_policy(ledger)
