@@ -44,6 +44,19 @@ def event_type_sql(topic: str) -> str:
     return f"substring({topic} from '[^:]*$')"
 
 
+def _stored_events(rows: Sequence[DictRow]) -> list[StoredEvent]:
+    """Rows of (originator_id, originator_version, topic, state) as stored events."""
+    return [
+        StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        for row in rows
+    ]
+
+
 def postgres_keys_table(schema: str) -> Identifier:
     return Identifier(schema, KEYS_TABLE)
 
@@ -144,15 +157,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         # One statement, no transaction around it: one round trip (not BEGIN, SELECT, ROLLBACK).
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._events_of_statement, (list(ids),), prepare=True)
-            return [
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+            return _stored_events(curs.fetchall())
 
     def _events_after(self, fresh: list[UUID], known: list[tuple[UUID, int]]) -> list[StoredEvent]:
         """All events of ``fresh``, and those after the given version of ``known``, in one statement."""
@@ -165,15 +170,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                 (fresh, [i for i, _ in known], [v for _, v in known]),
                 prepare=True,
             )
-            return [
-                StoredEvent(
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+            return _stored_events(curs.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def notifications_between(
