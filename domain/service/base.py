@@ -226,12 +226,19 @@ class Batch:
         of the aggregates, or the tracking position is not after the recorded one:
         then nothing of the batch is saved and the caller runs it again.
         """
+        return self.save(self.stored_events(), tracking)
+
+    def stored_events(self) -> list[StoredEvent]:
+        """The batch's events as the store keeps them (the first half of :meth:`commit`)."""
+        mapper = self._ledger.mapper
+        return [mapper.to_stored_event(event) for event in self.events]
+
+    def save(self, stored: Sequence[StoredEvent], tracking: Tracking | None = None) -> int | None:
+        """Writes :meth:`stored_events` with the tracking record (the second half of :meth:`commit`)."""
         # Straight to the recorder, as the library's _record() does, without wrapping
         # each event in a Recording (and checking it against a runtime protocol)
         # only to read back the highest notification id.
-        ledger = self._ledger
-        stored = [ledger.mapper.to_stored_event(event) for event in self.events]
-        ids = ledger.recorder.insert_events(stored, tracking=tracking, **self.save_kwargs)
+        ids = self._ledger.recorder.insert_events(stored, tracking=tracking, **self.save_kwargs)
         self.committed = True
         return max(ids) if ids else None
 
@@ -310,9 +317,9 @@ class LedgerBase(Application[UUID]):
     # command cost more the longer the history (one account with many thousands of
     # certificates, one person on many thousands of records). The aggregates with
     # long histories that a saved batch ended with are kept; the next batch reads
-    # only the events stored after their versions (by any writer) and applies them. A batch that was not
-    # saved leaves nothing behind: whatever it touched is forgotten, since its
-    # commands may have changed it.
+    # only the events stored after their versions (by any writer) and applies
+    # them. A batch that was not saved leaves nothing behind: whatever it touched
+    # is forgotten, since its commands may have changed it.
 
     #: Aggregates kept per thread, the least recently used dropped first, and the
     #: events they hold together: a long history's state is large (a person on a
