@@ -324,6 +324,10 @@ class LedgerBase(Application[UUID]):
     #: Aggregates kept per thread, the least recently used dropped first, and the
     #: events they hold together: a long history's state is large (a person on a
     #: million records holds a million record ids), so their number alone is no bound.
+    #: The aggregates the last batch used are kept whatever these say: the batch held
+    #: them anyway, and an aggregate too large for the bound would otherwise be read
+    #: whole again by every batch that touches it (an account with millions of
+    #: certificates: many seconds per batch).
     kept_aggregates = 20_000
     kept_events = 2_000_000
     #: Only aggregates with at least this many events are kept: a short history costs
@@ -352,7 +356,10 @@ class LedgerBase(Application[UUID]):
             kept[aggregate_id] = aggregate
             kept.move_to_end(aggregate_id)
         events = sum(aggregate.version for aggregate in kept.values())
+        just_used = set(touched)
         while kept and (len(kept) > self.kept_aggregates or events > self.kept_events):
+            if next(iter(kept)) in just_used:
+                break  # the rest were all used by this batch (they were moved to the end)
             _, dropped = kept.popitem(last=False)
             events -= dropped.version
 

@@ -375,3 +375,29 @@ def test_personal_items_of_a_record_stay_with_their_collection(ledger: Ledger) -
     assert result.id is not None
     assert isinstance(ledger.certificate_record(result.id), CertificateRecord)
     assert not isinstance(ledger.certificate_record(result.id), AcmeAccount)
+
+
+def test_an_aggregate_larger_than_the_bound_is_kept_while_batches_use_it(ledger: Ledger) -> None:
+    ledger.kept_from_version = 1
+    publish_policy(ledger)
+    with ledger.batch() as batch:
+        register(ledger)
+        register(ledger, ref="acct-other")
+        _order(ledger, "other-0", account="acct-other")
+        batch.commit()
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    other_id = ledger.acme_account_id("acme", "acct-other")
+    kept = ledger._kept()  # what is kept is the behaviour under test
+    held = kept[account_id]
+    assert other_id in kept
+    ledger.kept_events = 1  # every account's history is larger than this
+    for number in range(3):
+        with ledger.batch() as batch:
+            _order(ledger, f"o{number}")
+            batch.commit()
+        # The account this batch used stays (the same object, brought up to date);
+        # the one it did not use goes, as the bound says.
+        assert kept[account_id] is held
+        assert held.version == len(_events_of(ledger, [account_id]))
+        assert other_id not in kept
+    assert len(held.certificate_record_ids) == 3
