@@ -381,6 +381,14 @@ class LedgerBase(Application[UUID]):
             batch.touched[aggregate_id] = aggregate
         return aggregate
 
+    def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate | None]:
+        """``_load`` of each id, the ones not at hand read in one query instead of one each."""
+        wanted = list(dict.fromkeys(aggregate_ids))
+        if self._batch is None:
+            return self._read_many(wanted)
+        self.prefetch(wanted)
+        return {aggregate_id: self._load(aggregate_id) for aggregate_id in wanted}
+
     def _read(self, aggregate_id: UUID) -> Aggregate | None:
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id)

@@ -168,14 +168,23 @@ class RequestCommands(LedgerBase):
 
         A record holds them itself, or through the ACME account it was ordered under.
         """
-        records: dict[UUID, CertificateRecord] = {}
+        # Read in two queries (the holders, then the accounts' records), not one per
+        # aggregate: a person can be on many thousands of records.
+        holders = self._load_many(subject.record_ids)
+        record_ids: list[UUID] = []
         for holder_id in subject.record_ids:
-            holder = self._load(holder_id)
+            holder = holders[holder_id]
             if isinstance(holder, CertificateRecord):
-                records[holder.id] = holder
+                record_ids.append(holder_id)
             elif isinstance(holder, AcmeAccount):
-                for record_id in holder.certificate_record_ids:
-                    records[record_id] = self._get(CertificateRecord, record_id, "certificate record")
+                record_ids.extend(holder.certificate_record_ids)
+        linked = self._load_many([i for i in record_ids if i not in holders])
+        records: dict[UUID, CertificateRecord] = {}
+        for record_id in record_ids:
+            record = holders[record_id] if record_id in holders else linked.get(record_id)
+            if not isinstance(record, CertificateRecord):
+                raise NotFound(f"certificate record {record_id} not found")
+            records[record_id] = record
         return [r for r in records.values() if r.not_after is not None]
 
     def carry_out_erasure(self, subject: SubjectKey | UUID, *, cause: Cause) -> CommandResult:

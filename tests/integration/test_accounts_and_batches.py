@@ -15,8 +15,9 @@ from domain.certificate import CertificateIdentity, CertificateRecord
 from domain.commands import PersonalItemInput, ProvidedItemInput
 from domain.errors import DomainError, InvalidTransition, LegalHoldActive, PolicyViolation
 from domain.identity import SubjectKey
-from domain.provision import CtSubmission, Recipient
+from domain.provision import CtSubmission, Recipient, add_years
 from domain.service.base import HasEventsOf
+from domain.service.requests import ISSUANCE_RECORD_RETENTION_YEARS
 from kiroku.bootstrap import build_ledger
 from kiroku.settings import Settings
 from tests.helpers import T0, FakeClock, cause, fresh_upstream_id, publish_policy
@@ -400,4 +401,24 @@ def test_an_aggregate_larger_than_the_bound_is_kept_while_batches_use_it(ledger:
         assert kept[account_id] is held
         assert held.version == len(_events_of(ledger, [account_id]))
         assert other_id not in kept
+    assert isinstance(held, AcmeAccount)
     assert len(held.certificate_record_ids) == 3
+
+
+def test_the_legal_holds_name_every_issued_record_of_every_account_of_the_person(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    register(ledger, ref="acct-2", contacts=(ALICE, BOB))
+    records = [issue(ledger, "o1"), issue(ledger, "o2", days=400), issue(ledger, "o3", account="acct-2")]
+    alice = ledger.subject_id(SubjectKey.email(ALICE))
+    holds = ledger.legal_holds(alice, T0)
+    assert sorted(h.reference for h in holds) == sorted(f"certificate-record:{r.id}" for r in records)
+    until = {f"certificate-record:{r.id}": r.not_after for r in records}
+    for hold in holds:
+        not_after = until[hold.reference]
+        assert not_after is not None
+        assert hold.until == add_years(not_after, ISSUANCE_RECORD_RETENTION_YEARS)
+    with ledger.batch():  # read through the batch's read-ahead: the same holds
+        assert ledger.legal_holds(alice, T0) == holds
+    bob = ledger.subject_id(SubjectKey.email(BOB))
+    assert [h.reference for h in ledger.legal_holds(bob, T0)] == [f"certificate-record:{records[2].id}"]
