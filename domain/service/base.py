@@ -30,11 +30,7 @@ from json.encoder import encode_basestring
 from typing import Any, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 
-from eventsourcing.application import (
-    AggregateNotFoundError,
-    Application,
-    project_aggregate,
-)
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
@@ -174,6 +170,18 @@ def _canonical_text(value: Any, typed: bool = True) -> str:  # noqa: PLR0911 - o
 def fingerprint_text(command: str, args: Any) -> str:
     """The text a command's fingerprint is the keyed hash of (stored receipts hold such hashes)."""
     return "[" + encode_basestring(command) + ", " + _canonical_text(args) + "]"
+
+
+def replay(aggregate: Any, events: Iterable[Any]) -> Any:
+    """An aggregate with these events applied in turn (None: from its creation).
+
+    The library's ``project_aggregate`` without its check of each event against a
+    runtime-checkable protocol: that ``isinstance`` looks through the protocol's
+    members every time, and was a third of the CPU of reading aggregates.
+    """
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 def _utcnow() -> datetime:
@@ -391,7 +399,7 @@ class LedgerBase(Application[UUID]):
 
     def _read(self, aggregate_id: UUID) -> Aggregate | None:
         try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
+            aggregate: Aggregate = self.repository.get(aggregate_id, projector_func=replay)
         except AggregateNotFoundError:
             return None
         return aggregate
@@ -416,7 +424,7 @@ class LedgerBase(Application[UUID]):
         for aggregate_id, earlier in zip(aggregate_ids, start, strict=True):
             stored_events = by_id.get(aggregate_id)
             found[aggregate_id] = (
-                project_aggregate(earlier, map(self.mapper.to_domain_event, stored_events))
+                replay(earlier, map(self.mapper.to_domain_event, stored_events))
                 if stored_events
                 else earlier
             )
@@ -466,7 +474,7 @@ class LedgerBase(Application[UUID]):
             restored = self._read(aggregate_id)
             batch.read[aggregate_id] = restored
             mine = [e for e in batch.events if e.originator_id == aggregate_id]
-            replayed = project_aggregate(restored, mine) if mine else None
+            replayed = replay(restored, mine) if mine else None
             if replayed is not None:
                 batch.aggregates[aggregate_id] = replayed
             else:
