@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+from uuid import UUID
 
 from projections.sql import Table, Writer, id_text, json_text, utc_text
 from projections.view import Notified, View
@@ -56,12 +58,24 @@ class Certificates(View):
         ),
     )
 
+    def __init__(self) -> None:
+        # Each record's count of corrections as this page has left it. A correction
+        # needs the count so far, and reading it from the table writes every row the
+        # page holds first: a bulk write per correction instead of one per page.
+        self._corrections: dict[UUID, int] = {}
+
+    def prepare(self, page: Sequence[Notified]) -> None:  # noqa: ARG002 - a new page starts afresh
+        # Forgotten with each page: one view object may apply the pages of two
+        # generations in turn (the live one and a rebuild's), or a page again.
+        self._corrections = {}
+
     def apply(self, notified: Notified, rows: Writer) -> None:
         event: Any = notified.event
         kind = notified.event_type
         record_id = id_text(event.originator_id)
         key = {"record_id": record_id}
         if kind == "CertificateRecord.Collected":
+            self._corrections[event.originator_id] = 0
             rows.insert(
                 "certificates",
                 {
@@ -100,10 +114,14 @@ class Certificates(View):
                 },
             )
         elif kind == "CertificateRecord.Corrected":
-            current = rows.select_one("certificates", key)
-            assert current is not None, f"correction of unknown record {record_id}"
+            corrections = self._corrections.get(event.originator_id)
+            if corrections is None:
+                current = rows.select_one("certificates", key)
+                assert current is not None, f"correction of unknown record {record_id}"
+                corrections = int(current["corrections"])
+            corrections = self._corrections[event.originator_id] = corrections + 1
             changes: dict[str, Any] = {
-                "corrections": current["corrections"] + 1,
+                "corrections": corrections,
                 "notification_id": notified.notification_id,
             }
             for field, value in event.certificate_changes.items():

@@ -19,6 +19,7 @@ from consumers.synthetic import Traffic
 from consumers.translate import Position
 from consumers.translate import apply as translate
 from domain.application import Ledger
+from domain.commands import PersonalItemInput
 from projections.runner import ViewRunner, view_store_for
 from projections.service import Projections
 from projections.sql import Writer
@@ -26,9 +27,11 @@ from projections.store import Generation, PostgresViewStore, ViewStore
 from projections.view import Notified, View
 from projections.views import VIEW_NAMES, make_views
 from projections.views.audit import AuditTrail
+from projections.views.certificates import Certificates
 from projections.views.policy import PolicyVersions
 from projections.views.provisions import ProvisionLedger
 from tests.helpers import FakeClock, cause, publish_policy
+from tests.integration.test_ledger import TARO, collect
 from tests.integration.test_random_histories import CHANNELS, KINDS, VALUES, History, Op
 
 
@@ -108,6 +111,38 @@ def test_a_rebuild_equals_the_incremental_build(ledger: Ledger, clock: FakeClock
         expected = rows_of(store, view, incremental[name].generation)
         assert rows_of(store, view, rebuilt.generation) == expected
         assert any(expected.values()), f"{name} is empty; the history should fill it"
+
+
+def test_a_records_corrections_count_holds_across_pages_and_generations_sharing_a_view(
+    ledger: Ledger,
+) -> None:
+    """One view object applies the live generation and a rebuild's new one, pages interleaved."""
+    publish_policy(ledger)
+    record_id = collect(ledger)
+
+    def correct(phone: str) -> None:
+        ledger.correct(
+            record_id, channel="C1", personal_changes=[PersonalItemInput(TARO, "phone", phone)], cause=cause()
+        )
+
+    correct("+81-90-0000-0001")
+    correct("+81-90-0000-0002")
+    store = view_store_for(ledger)
+    view = Certificates()
+    live = build(ledger, store, view, page_size=1000)
+
+    def corrections(runner: ViewRunner) -> list[int]:
+        return [row["corrections"] for row in rows_of(store, view, runner.generation)["certificates"]]
+
+    assert corrections(live) == [2]
+    rebuilt = ViewRunner(ledger, store, view, store.new_generation(view), page_size=1)
+    while corrections(rebuilt) != [1]:  # the new generation one event at a time, to the first correction
+        assert rebuilt.run_once() == 1
+    correct("+81-90-0000-0003")
+    live.catch_up()
+    assert corrections(live) == [3]
+    rebuilt.catch_up()
+    assert corrections(rebuilt) == [3]
 
 
 def test_the_audit_trail_has_a_row_per_event_with_cause_clause_and_policy(
