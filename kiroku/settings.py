@@ -42,6 +42,7 @@ class Database:
                 "SQLITE_DBNAME": str(self.sqlite_path),
                 "SQLITE_LOCK_TIMEOUT": "10",
                 "PROCESS_RECORDER_TOPIC": "kiroku.persistence.recorders:KirokuSQLiteRecorder",
+                "SNAPSHOT_RECORDER_TOPIC": "kiroku.persistence.recorders:KirokuSQLiteSnapshotRecorder",
             }
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -57,6 +58,7 @@ class Database:
             "POSTGRES_LOCK_TIMEOUT": "10",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
             "PROCESS_RECORDER_TOPIC": "kiroku.persistence.recorders:KirokuPostgresRecorder",
+            "SNAPSHOT_RECORDER_TOPIC": "eventsourcing.postgres:PostgresAggregateRecorder",
         }
 
     def describe(self) -> str:

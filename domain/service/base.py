@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import hmac
 import json
+import logging
 import random
 import threading
 import time
@@ -34,13 +35,17 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, CanMutateAggregate
 from eventsourcing.persistence import (
     ApplicationRecorder,
+    EventStore,
     IntegrityError,
+    InterfaceError,
     JSONTranscoder,
+    OperationalError,
     ProcessRecorder,
     StoredEvent,
     Tracking,
     Transcoder,
 )
+from eventsourcing.utils import resolve_topic
 
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
@@ -48,12 +53,14 @@ from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventCo
 from domain.identity import SubjectKey, blind_index, normalise_email, subject_id_for
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
+from domain.snapshots import KirokuSnapshot, SnapshotStateError
 from domain.subject import DataSubject
 from domain.transcodings import KirokuTranscoder, register_kiroku_transcodings
 
 _MAX_ATTEMPTS = 12
 
 A = TypeVar("A", bound=Aggregate)
+log = logging.getLogger("kiroku.ledger")
 WorkDone = tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]
 Work = Callable[[], WorkDone]
 
@@ -200,6 +207,26 @@ class HasEventsOf(Protocol):
         ...
 
 
+@runtime_checkable
+class HasSnapshotsAndEventsOf(Protocol):
+    """A recorder that reads the latest snapshots and the events after them in one statement."""
+
+    def snapshots_and_events_of(
+        self, snapshots_table: str, ids: Sequence[UUID], after: Sequence[int] | None = None
+    ) -> tuple[list[StoredEvent], list[StoredEvent]]:
+        """The latest snapshot of each id not known (``after`` 0) and the events after it or ``after``."""
+        ...
+
+
+@runtime_checkable
+class HasLatestOf(Protocol):
+    """A snapshot recorder that reads the latest snapshots of many aggregates in one query."""
+
+    def latest_of(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """The latest snapshot of each of these aggregates that has one."""
+        ...
+
+
 class Batch:
     """Events of several commands, to be saved in one transaction."""
 
@@ -248,6 +275,7 @@ class Batch:
         # only to read back the highest notification id.
         ids = self._ledger.recorder.insert_events(stored, tracking=tracking, **self.save_kwargs)
         self.committed = True
+        self._ledger.take_snapshots(self.aggregates.values())
         return max(ids) if ids else None
 
 
@@ -270,6 +298,22 @@ class LedgerBase(Application[UUID]):
         self._subject_secret = subject_id_secret
         self.clock = clock
         self._local = threading.local()
+        self.snapshot_store = self._construct_snapshot_store()
+        # What the recorders can do, found once: isinstance against a runtime-checkable
+        # protocol looks through its members each time (tens of microseconds).
+        self._events_of = self.recorder if isinstance(self.recorder, HasEventsOf) else None
+        self._snapshots_and_events_of = (
+            self.recorder
+            if self.snapshot_store is not None and isinstance(self.recorder, HasSnapshotsAndEventsOf)
+            else None
+        )
+        self._latest_of = (
+            self.snapshot_store.recorder
+            if self.snapshot_store is not None and isinstance(self.snapshot_store.recorder, HasLatestOf)
+            else None
+        )
+        #: The version of each aggregate's latest snapshot, as far as this process knows.
+        self._snapshot_versions: dict[UUID, int] = {}
 
     def construct_recorder(self) -> ApplicationRecorder:
         # A process recorder, so that ingest can record Kafka positions as
@@ -293,6 +337,92 @@ class LedgerBase(Application[UUID]):
         recorder = self.recorder
         assert isinstance(recorder, ProcessRecorder)
         return recorder.max_tracking_id(stream)
+
+    # Snapshots --------------------------------------------------------------
+    #
+    # An aggregate with a long history (an account with many thousands of
+    # certificates, a person on many thousands of records) is read whole by a
+    # process's first batch that touches it and by the API's commands. Once it
+    # has ``snapshot_from`` events, a saved batch writes a snapshot of it, and
+    # another each time it has grown by a tenth (at least ``snapshot_from``
+    # events): reads then start from the latest snapshot and apply only the
+    # events stored after it, never more than about a tenth of the history.
+    # Writing one costs about as much as the events it stands for took to
+    # encode; the growth by a tenth keeps their total to a small share.
+
+    #: Events an aggregate has before it is snapshotted, and at least between two snapshots.
+    snapshot_from = 1_000
+
+    @property
+    def _snapshots_table(self) -> str:
+        return f"{self.name.lower()}_snapshots"
+
+    def _construct_snapshot_store(self) -> EventStore[UUID] | None:
+        """The snapshots table beside the events (None unless the environment names its recorder)."""
+        topic = self.env.get("SNAPSHOT_RECORDER_TOPIC")
+        if not topic:
+            return None
+        factory: Any = self.factory
+        recorder = resolve_topic(topic)(datastore=factory.datastore, events_table_name=self._snapshots_table)
+        if factory.env_create_table():
+            recorder.create_table()
+        return EventStore(mapper=self.mapper, recorder=recorder)
+
+    def _snapshot_due(self, aggregate: Aggregate) -> bool:
+        version = aggregate.version
+        if version < self.snapshot_from:
+            return False
+        grown = version - self._snapshot_versions.get(aggregate.id, 0)
+        return grown >= max(self.snapshot_from, version // 10)
+
+    def take_snapshots(self, aggregates: Iterable[Aggregate]) -> None:
+        """Snapshots of those of these (saved) aggregates that are due one.
+
+        Best effort: the events are saved already, and a snapshot missing only
+        makes a later read longer. So a failure is logged and not raised.
+        """
+        store = self.snapshot_store
+        if store is None:
+            return
+        shortest = self.snapshot_from
+        for aggregate in aggregates:
+            if aggregate.version < shortest or aggregate.pending_events or not self._snapshot_due(aggregate):
+                continue
+            try:
+                store.put([KirokuSnapshot.take(aggregate)])
+            except IntegrityError:
+                pass  # another process took this very one
+            except (SnapshotStateError, OperationalError, InterfaceError) as exc:
+                # The class only: the message could name a value.
+                log.warning(
+                    "no snapshot of a %s at version %s: %s",
+                    type(aggregate).__name__,
+                    aggregate.version,
+                    type(exc).__name__,
+                )
+                continue
+            self._snapshot_versions[aggregate.id] = aggregate.version
+
+    def _from_snapshots(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
+        """The aggregates of these ids that have a snapshot, as of their latest one."""
+        if self._latest_of is None or not aggregate_ids:
+            return {}
+        return self._restored(self._latest_of.latest_of(aggregate_ids))[0]
+
+    def _restored(self, snapshots: Iterable[StoredEvent]) -> tuple[dict[UUID, Aggregate], set[UUID]]:
+        """Aggregates made from stored snapshots, and the ids of those this code cannot read."""
+        found: dict[UUID, Aggregate] = {}
+        unreadable: set[UUID] = set()
+        for stored in snapshots:
+            snapshot = self.mapper.to_domain_event(stored)
+            if not isinstance(snapshot, KirokuSnapshot) or not snapshot.readable:
+                # Written by other code (another format): the events are read instead.
+                unreadable.add(UUID(str(stored.originator_id)))
+                continue
+            aggregate = snapshot.mutate(None)
+            found[aggregate.id] = aggregate
+            self._snapshot_versions[aggregate.id] = aggregate.version
+        return found, unreadable
 
     # Batches ----------------------------------------------------------------
 
@@ -398,6 +528,8 @@ class LedgerBase(Application[UUID]):
         return {aggregate_id: self._load(aggregate_id) for aggregate_id in wanted}
 
     def _read(self, aggregate_id: UUID) -> Aggregate | None:
+        if self._events_of is not None:
+            return self._read_many([aggregate_id])[aggregate_id]  # from its snapshot, if any
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id, projector_func=replay)
         except AggregateNotFoundError:
@@ -412,21 +544,35 @@ class LedgerBase(Application[UUID]):
         ``known``: aggregates as saved earlier; only the events stored after their
         versions are read, and applied to them.
         """
-        recorder = self.recorder
-        if not isinstance(recorder, HasEventsOf):
+        recorder = self._events_of
+        if recorder is None:
             return {aggregate_id: self._read(aggregate_id) for aggregate_id in aggregate_ids}
-        start = [known.get(i) for i in aggregate_ids] if known else [None] * len(aggregate_ids)
-        after = [0 if a is None else a.version for a in start] if known else None
+        known = dict(known or {})
+        stored_events: list[StoredEvent]
+        if self._snapshots_and_events_of is not None:
+            # One statement: the latest snapshots of the ids not known, and the events after.
+            after = [known[i].version if i in known else 0 for i in aggregate_ids]
+            snapshots, stored_events = self._snapshots_and_events_of.snapshots_and_events_of(
+                self._snapshots_table, aggregate_ids, after
+            )
+            restored, unreadable = self._restored(snapshots)
+            known.update(restored)
+            if unreadable:  # their events were read from the snapshot on: read them all
+                stored_events = [e for e in stored_events if UUID(str(e.originator_id)) not in unreadable]
+                stored_events += recorder.events_of(sorted(unreadable, key=str))
+        else:
+            known.update(self._from_snapshots([i for i in aggregate_ids if i not in known]))
+            after = [known[i].version if i in known else 0 for i in aggregate_ids]
+            stored_events = recorder.events_of(aggregate_ids, after if known else None)
+        start = [known.get(i) for i in aggregate_ids]
         by_id: dict[UUID, list[Any]] = {}
-        for stored in recorder.events_of(aggregate_ids, after):
+        for stored in stored_events:
             by_id.setdefault(UUID(str(stored.originator_id)), []).append(stored)
         found: dict[UUID, Aggregate | None] = {}
         for aggregate_id, earlier in zip(aggregate_ids, start, strict=True):
-            stored_events = by_id.get(aggregate_id)
+            events = by_id.get(aggregate_id)
             found[aggregate_id] = (
-                replay(earlier, map(self.mapper.to_domain_event, stored_events))
-                if stored_events
-                else earlier
+                replay(earlier, map(self.mapper.to_domain_event, events)) if events else earlier
             )
         return found
 
@@ -451,7 +597,7 @@ class LedgerBase(Application[UUID]):
         wanted = [
             i for i in dict.fromkeys(aggregate_ids) if i not in batch.read and i not in batch.aggregates
         ]
-        if wanted and isinstance(self.recorder, HasEventsOf):
+        if wanted and self._events_of is not None:
             batch.read.update(self._read_in_batch(wanted))
         pairs = []
         for subject_id in dict.fromkeys(subject_ids):
