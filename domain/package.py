@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from domain.account import AcmeAccount
 from domain.certificate import CertificateRecord
@@ -20,7 +21,11 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def _record_part(
-    record: CertificateRecord | AcmeAccount, subject: DataSubject, cipher: PersonalDataCipher, now: datetime
+    record: CertificateRecord | AcmeAccount,
+    subject: DataSubject,
+    cipher: PersonalDataCipher,
+    now: datetime,
+    account_certificates: Mapping[UUID, Sequence[UUID]],
 ) -> dict[str, Any]:
     mine = sorted((s for (sid, _), s in record.items.items() if sid == subject.id), key=lambda s: s.kind)
     previous = [(at, s) for at, s in record.superseded if s.subject_id == subject.id]
@@ -53,7 +58,7 @@ def _record_part(
         }
         part["organisation"] = record.organisation
     else:
-        part["certificate_record_ids"] = [str(r) for r in record.certificate_record_ids]
+        part["certificate_record_ids"] = [str(r) for r in account_certificates.get(record.id, ())]
         part["deactivated_at"] = _iso(record.deactivated_at)
     return part
 
@@ -86,14 +91,18 @@ def build_package(
     provisions: Sequence[Provision],
     cipher: PersonalDataCipher,
     now: datetime,
+    *,
+    account_certificates: Mapping[UUID, Sequence[UUID]] | None = None,
 ) -> dict[str, Any]:
+    """``account_certificates``: the certificate records issued under each ACME account among ``records``."""
+    certificates = account_certificates or {}
     return {
         "subject_id": str(subject.id),
         "generated_at": now.isoformat(),
         "clause": "§7",
         "erasure": {"state": subject.erasure_state, "erased_at": _iso(subject.erased_at)},
         "third_party_provision_stopped": subject.provision_stopped,
-        "records": [_record_part(r, subject, cipher, now) for r in records],
+        "records": [_record_part(r, subject, cipher, now, certificates) for r in records],
         "provisions": [_provision_part(p, subject) for p in provisions],
         "stop_requests": [
             {

@@ -177,7 +177,7 @@ class RequestCommands(LedgerBase):
             if isinstance(holder, CertificateRecord):
                 record_ids.append(holder_id)
             elif isinstance(holder, AcmeAccount):
-                record_ids.extend(holder.certificate_record_ids)
+                record_ids.extend(self.account_certificates(holder_id))
         linked = self._load_many([i for i in record_ids if i not in holders])
         records: dict[UUID, CertificateRecord] = {}
         for record_id in record_ids:
@@ -279,7 +279,13 @@ class RequestCommands(LedgerBase):
             if not isinstance(provision, Provision):
                 raise NotFound(f"provision {provision_id} not found")
             provisions.append(provision)
-        return build_package(subject, holders, provisions, self.cipher, as_of or self.clock())
+        certificates = {
+            h.id: self.account_certificates(h.id, as_of) for h in holders if isinstance(h, AcmeAccount)
+        }
+        moment = as_of or self.clock()
+        return build_package(
+            subject, holders, provisions, self.cipher, moment, account_certificates=certificates
+        )
 
     def certificate_record_as_of(self, record_id: UUID, as_of: datetime) -> CertificateRecord:
         """The record as the ledger knew it at ``as_of`` (rebuilt from the events recorded up to then)."""

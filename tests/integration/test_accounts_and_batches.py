@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -95,7 +96,8 @@ def test_a_certificate_ordered_under_an_account_is_linked_and_issued(ledger: Led
     record = issue(ledger, "order-1")
     assert record.status_at(T0 + timedelta(days=1)) == "issued"
     assert record.account_id is not None
-    assert ledger.acme_account(record.account_id).certificate_record_ids == [record.id]
+    assert ledger.acme_account(record.account_id).certificates == 1
+    assert ledger.account_certificates(record.account_id) == [record.id]
 
 
 def test_a_deactivated_account_orders_nothing(ledger: Ledger) -> None:
@@ -287,7 +289,8 @@ def test_a_batch_sees_what_another_writer_saved_after_the_batch_before(
         batch.commit()
     account = ledger.acme_account(ledger.acme_account_id("acme", "acct-1"))
     assert account.deactivated_at is not None
-    assert len(account.certificate_record_ids) == 1
+    assert account.certificates == 1
+    assert len(ledger.account_certificates(account.id)) == 1
     assert account.subject_ids == [ledger.subject_id(SubjectKey.email(BOB))]
 
 
@@ -309,7 +312,7 @@ def test_what_a_batch_that_was_not_saved_changed_is_not_seen_by_the_next(ledger:
         _order(ledger, "o3")
         batch.commit(Tracking("acme.events:0", 3))
     account = ledger.acme_account(ledger.acme_account_id("acme", "acct-1"))
-    records = [ledger.certificate_record(i).record_ref for i in account.certificate_record_ids]
+    records = [ledger.certificate_record(i).record_ref for i in ledger.account_certificates(account.id)]
     assert records == ["o1", "o2", "o3"]
     assert account.version == len(_events_of(ledger, [account.id]))
 
@@ -402,7 +405,7 @@ def test_an_aggregate_larger_than_the_bound_is_kept_while_batches_use_it(ledger:
         assert held.version == len(_events_of(ledger, [account_id]))
         assert other_id not in kept
     assert isinstance(held, AcmeAccount)
-    assert len(held.certificate_record_ids) == 3
+    assert held.certificates == 3
 
 
 def test_the_legal_holds_name_every_issued_record_of_every_account_of_the_person(ledger: Ledger) -> None:
@@ -422,3 +425,31 @@ def test_the_legal_holds_name_every_issued_record_of_every_account_of_the_person
         assert ledger.legal_holds(alice, T0) == holds
     bob = ledger.subject_id(SubjectKey.email(BOB))
     assert [h.reference for h in ledger.legal_holds(bob, T0)] == [f"certificate-record:{records[2].id}"]
+
+
+def test_an_accounts_certificates_are_read_from_its_events_with_a_batchs_unsaved_ones(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    first = issue(ledger, "o1")
+    time.sleep(0.01)
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    second = issue(ledger, "o2")
+    assert ledger.account_certificates(account_id) == [first.id, second.id]
+    assert ledger.account_certificates(account_id, as_of=between) == [first.id]
+    alice = ledger.subject_id(SubjectKey.email(ALICE))
+    (part,) = [r for r in ledger.disclosure_package(alice)["records"] if r["kind"] == "acme-account"]
+    assert part["certificate_record_ids"] == [str(first.id), str(second.id)]
+    (then,) = [
+        r for r in ledger.disclosure_package(alice, as_of=between)["records"] if r["kind"] == "acme-account"
+    ]
+    assert then["certificate_record_ids"] == [str(first.id)]
+    with ledger.batch() as batch:
+        _order(ledger, "o3")
+        unsaved = ledger.account_certificates(account_id)
+        assert unsaved[:2] == [first.id, second.id]
+        assert len(unsaved) == 3
+        batch.commit()
+        assert ledger.account_certificates(account_id) == unsaved  # saved now: counted once
+    assert ledger.acme_account(account_id).certificates == 3
