@@ -188,3 +188,38 @@ def test_personal_values_are_not_in_the_clear_in_snapshots(ledger: Ledger) -> No
     for value in (*TARO_ITEMS.values(), secret_phone):
         assert value.encode() not in raw
     assert b"Example KK" in raw  # organisation data is not personal and stays readable
+
+
+def test_the_snapshots_table_may_be_emptied_while_processes_run(
+    ledger: Ledger, settings: Settings, clock: FakeClock
+) -> None:
+    ledger.snapshot_from = 2
+    publish_policy(ledger)
+    register(ledger)
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    for number in range(4):
+        with ledger.batch() as batch:
+            _order(ledger, f"o{number}")
+            batch.commit()
+    assert _snapshot_versions(ledger, account_id)
+    store = ledger.snapshot_store
+    assert store is not None
+    datastore: Any = getattr(store.recorder, "datastore")  # noqa: B009 - not on the recorder's type
+    schema = getattr(datastore, "schema", None)  # PostgreSQL's; SQLite has none
+    table = f'"{schema}".{ledger._snapshots_table}' if schema else ledger._snapshots_table
+    with datastore.transaction(commit=True) as curs:
+        curs.execute(f"DELETE FROM {table}")
+    assert _snapshot_versions(ledger, account_id) == []
+    whole = _state(_whole(ledger, account_id))
+    assert _state(ledger.acme_account(account_id)) == whole  # this process read from one before
+    other = build_ledger(settings, clock=clock)
+    try:
+        assert _state(other.acme_account(account_id)) == whole
+        assert account_id not in other._snapshot_versions
+    finally:
+        other.close()
+    with ledger.batch() as batch:  # and snapshots are taken again as the history grows
+        for number in range(4, 8):
+            _order(ledger, f"o{number}")
+        batch.commit()
+    assert _snapshot_versions(ledger, account_id)[-1] == _whole(ledger, account_id).version
