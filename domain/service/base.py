@@ -45,7 +45,7 @@ from eventsourcing.persistence import (
     Tracking,
     Transcoder,
 )
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import TopicError, get_topic, resolve_topic
 
 from domain.account import AcmeAccount
 from domain.cause import Cause
@@ -421,12 +421,22 @@ class LedgerBase(Application[UUID]):
         found: dict[UUID, Aggregate] = {}
         unreadable: set[UUID] = set()
         for stored in snapshots:
-            snapshot = self.mapper.to_domain_event(stored)
-            if not isinstance(snapshot, KirokuSnapshot) or not snapshot.readable:
-                # Written by other code (another format): the events are read instead.
+            try:
+                snapshot = self.mapper.to_domain_event(stored)
+                if not isinstance(snapshot, KirokuSnapshot) or not snapshot.readable:
+                    # Written by other code (another format): the events are read instead.
+                    unreadable.add(UUID(str(stored.originator_id)))
+                    continue
+                aggregate = snapshot.mutate(None)
+            except (ValueError, TypeError, KeyError, TopicError) as exc:
+                # A snapshot is only a shortcut: one that cannot be read is passed over.
+                log.warning(
+                    "a snapshot at version %s could not be read (%s); reading the events instead",
+                    stored.originator_version,
+                    type(exc).__name__,
+                )
                 unreadable.add(UUID(str(stored.originator_id)))
                 continue
-            aggregate = snapshot.mutate(None)
             found[aggregate.id] = aggregate
             self._snapshot_versions[aggregate.id] = aggregate.version
         return found, unreadable

@@ -9,7 +9,7 @@ import itertools
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.domain import Aggregate
@@ -223,3 +223,47 @@ def test_the_snapshots_table_may_be_emptied_while_processes_run(
             _order(ledger, f"o{number}")
         batch.commit()
     assert _snapshot_versions(ledger, account_id)[-1] == _whole(ledger, account_id).version
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"~format": SNAPSHOT_FORMAT, "certificates": {"zz": 1}},  # a tag this code never wrote
+        {"~format": SNAPSHOT_FORMAT, "items": {"c": ["os:PathLike", {}]}},  # a class outside the domain
+        {"~format": SNAPSHOT_FORMAT, "certificates": {"U": "abc"}},  # cut short
+        {"~format": SNAPSHOT_FORMAT, "items": {"e": ["domain.gone:Enum", "x"]}},  # a class since removed
+    ],
+    ids=["unknown tag", "outside class", "cut short", "removed class"],
+)
+def test_a_snapshot_that_cannot_be_read_is_passed_over_for_the_events(
+    ledger: Ledger,
+    settings: Settings,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    state: dict[str, Any],
+) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    _order(ledger, "o1")
+    whole = _whole(ledger, account_id)
+    damaged = KirokuSnapshot(
+        originator_id=account_id,
+        originator_version=whole.version,
+        timestamp=datetime.now(UTC),
+        topic="domain.account:AcmeAccount",
+        state=state,
+    )
+    assert ledger.snapshot_store is not None
+    ledger.snapshot_store.put([damaged])
+    other = build_ledger(settings, clock=clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="kiroku.ledger"):
+            read = other.acme_account(account_id)
+            many = other._read_many([account_id, *(uuid4() for _ in range(9))])  # the many-id statement
+        assert _state(read) == _state(whole)
+        assert many[account_id] is not None and _state(many[account_id]) == _state(whole)
+        assert account_id not in other._snapshot_versions
+        assert "could not be read" in caplog.text
+    finally:
+        other.close()
