@@ -92,17 +92,16 @@ def build_package(
     cipher: PersonalDataCipher,
     now: datetime,
     *,
-    account_certificates: Mapping[UUID, Sequence[UUID]] | None = None,
+    account_certificates: Mapping[UUID, Sequence[UUID]],
 ) -> dict[str, Any]:
     """``account_certificates``: the certificate records issued under each ACME account among ``records``."""
-    certificates = account_certificates or {}
     return {
         "subject_id": str(subject.id),
         "generated_at": now.isoformat(),
         "clause": "§7",
         "erasure": {"state": subject.erasure_state, "erased_at": _iso(subject.erased_at)},
         "third_party_provision_stopped": subject.provision_stopped,
-        "records": [_record_part(r, subject, cipher, now, certificates) for r in records],
+        "records": [_record_part(r, subject, cipher, now, account_certificates) for r in records],
         "provisions": [_provision_part(p, subject) for p in provisions],
         "stop_requests": [
             {
