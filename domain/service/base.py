@@ -374,9 +374,8 @@ class LedgerBase(Application[UUID]):
         return EventStore(mapper=self.mapper, recorder=recorder)
 
     def _snapshot_due(self, aggregate: Aggregate) -> bool:
+        """For an aggregate of at least ``snapshot_from`` events (``take_snapshots`` checks that first)."""
         version = aggregate.version
-        if version < self.snapshot_from:
-            return False
         grown = version - self._snapshot_versions.get(aggregate.id, 0)
         if not getattr(type(aggregate), "state_grows_with_history", True):
             return grown >= self.snapshot_from  # a small snapshot: a read replays little
@@ -393,6 +392,7 @@ class LedgerBase(Application[UUID]):
             return
         shortest = self.snapshot_from
         for aggregate in aggregates:
+            # The version first: nearly every aggregate of a batch is short, and this is per batch.
             if aggregate.version < shortest or aggregate.pending_events or not self._snapshot_due(aggregate):
                 continue
             try:
