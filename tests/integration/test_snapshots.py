@@ -61,17 +61,22 @@ def test_every_aggregate_of_a_varied_history_comes_back_from_its_snapshot(
     assert {"CertificateRecord", "DataSubject", "Provision", "UpstreamReceipt"} <= kinds
 
 
-def test_a_saved_batch_snapshots_a_long_history_and_a_new_process_reads_from_it(
-    ledger: Ledger, settings: Settings, clock: FakeClock
-) -> None:
-    ledger.snapshot_from = 4
+def _account_ordering_in_batches(ledger: Ledger, *, snapshot_from: int, orders: int) -> UUID:
+    """An ACME account with ``orders`` certificates, each ordered in a batch of its own."""
+    ledger.snapshot_from = snapshot_from
     publish_policy(ledger)
     register(ledger)
-    account_id = ledger.acme_account_id("acme", "acct-1")
-    for number in range(6):
+    for number in range(orders):
         with ledger.batch() as batch:
             _order(ledger, f"o{number}")
             batch.commit()
+    return ledger.acme_account_id("acme", "acct-1")
+
+
+def test_a_saved_batch_snapshots_a_long_history_and_a_new_process_reads_from_it(
+    ledger: Ledger, settings: Settings, clock: FakeClock
+) -> None:
+    account_id = _account_ordering_in_batches(ledger, snapshot_from=4, orders=6)
     # Snapshots when the account reached 4 events, then each 4 more (at least a tenth).
     versions = _snapshot_versions(ledger, account_id)
     assert versions and versions[0] >= 4
@@ -193,14 +198,7 @@ def test_personal_values_are_not_in_the_clear_in_snapshots(ledger: Ledger) -> No
 def test_the_snapshots_table_may_be_emptied_while_processes_run(
     ledger: Ledger, settings: Settings, clock: FakeClock
 ) -> None:
-    ledger.snapshot_from = 2
-    publish_policy(ledger)
-    register(ledger)
-    account_id = ledger.acme_account_id("acme", "acct-1")
-    for number in range(4):
-        with ledger.batch() as batch:
-            _order(ledger, f"o{number}")
-            batch.commit()
+    account_id = _account_ordering_in_batches(ledger, snapshot_from=2, orders=4)
     assert _snapshot_versions(ledger, account_id)
     store = ledger.snapshot_store
     assert store is not None
