@@ -31,7 +31,8 @@ from eventsourcing.utils import get_topic, resolve_topic
 #: Written into every snapshot. Raise it when an aggregate's attributes change
 #: (a new one, a renamed one, another type): snapshots of another format are
 #: ignored, so no aggregate is ever made from a state its class no longer has.
-SNAPSHOT_FORMAT = 2  # 2: an ACME account counts its certificates instead of listing them
+# 2: an ACME account counts its certificates; 3: a data subject its records and provisions.
+SNAPSHOT_FORMAT = 3
 
 _FORMAT_KEY = "~format"
 _BASE_ATTRIBUTES = ("_id", "_version", "_pending_events")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +29,15 @@ class LegalHold:
     reference: str
 
 
+@dataclass(frozen=True)
+class NotedProvision:
+    """A provision the subject's data was in, as noted on the subject (``ProvisionNoted``)."""
+
+    provision_id: UUID
+    category: str
+    retention_until: datetime | None
+
+
 @dataclass
 class StopRequest:
     request_id: str
@@ -39,7 +49,17 @@ class StopRequest:
 
 
 class DataSubject(Aggregate):
-    """A person, known only by a keyed-hash id; their values live sealed in records."""
+    """A person, known only by a keyed-hash id; their values live sealed in records.
+
+    The state only counts the records the subject is on and the provisions
+    they were in: a contact address on a hosting provider's ACME account is on
+    millions of certificates, and a state that listed them would make every
+    read and snapshot of the person carry them. Which ones, the ledger reads
+    from the events when a command or a package needs them
+    (``subject_records``, ``subject_provisions``).
+    """
+
+    state_grows_with_history = False
 
     class Registered(Aggregate.Created):
         key_kind: str
@@ -50,8 +70,7 @@ class DataSubject(Aggregate):
         cause: Cause
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.record_ids.append(self.record_id)
-            aggregate.record_id_set.add(self.record_id)
+            aggregate.records += 1
 
     class ProvisionNoted(Aggregate.Event):
         provision_id: UUID
@@ -60,7 +79,7 @@ class DataSubject(Aggregate):
         cause: Cause
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.provisions.append((self.provision_id, self.category, self.retention_until))
+            aggregate.provisions += 1
 
     class StopRequested(Aggregate.Event):
         request_id: str
@@ -107,13 +126,10 @@ class DataSubject(Aggregate):
         self.key_kind = key_kind
         self.key_generation = 1
         self.erased_generations: list[int] = []
-        # Certificate records and ACME accounts that hold this subject's items.
-        self.record_ids: list[UUID] = []
-        # The same ids, to tell in one step whether the subject is on a record already
-        # (a person can be on many thousands: looking through the list made each
-        # new record cost more than the one before).
-        self.record_id_set: set[UUID] = set()
-        self.provisions: list[tuple[UUID, str, datetime | None]] = []
+        # How many certificate records and ACME accounts hold this subject's items.
+        self.records = 0
+        # How many provisions the subject's data was in.
+        self.provisions = 0
         self.stop_requests: dict[str, StopRequest] = {}
         self.provision_stopped = False
         self.erasure_state: str | None = None
@@ -127,8 +143,18 @@ class DataSubject(Aggregate):
         return cls._create(cls.Registered, id=subject_id, key_kind=key_kind, cause=cause)
 
     def appear_on(self, record_id: UUID, cause: Cause) -> None:
-        if record_id not in self.record_id_set:
-            self.trigger_event(self.AppearedOn, record_id=record_id, cause=cause)
+        """The subject's items are on this record or account, for the first time.
+
+        The holder knows that, not the subject (whose state does not list its
+        records): a record or account just made, or an account's contact that
+        was never on it before.
+        """
+        self.trigger_event(self.AppearedOn, record_id=record_id, cause=cause)
+
+    def _check_all(self, provisions: Sequence[NotedProvision]) -> None:
+        if len(provisions) != self.provisions:
+            # The caller's reading of the events is out of step with the state: a bug, not bad input.
+            raise ValueError(f"{len(provisions)} provisions given, but the subject was in {self.provisions}")
 
     def note_provision(
         self,
@@ -161,8 +187,20 @@ class DataSubject(Aggregate):
             raise InvalidTransition(f"stop request {request_id} already exists", Clause.STOP_PROVISION)
         self.trigger_event(self.StopRequested, request_id=request_id, cause=cause)
 
-    def decide_stop(self, *, request_id: str, accepted: bool, reason: str, cause: Cause) -> None:
-        """Accepted or refused, with a reason; an acceptance says what cannot be recalled."""
+    def decide_stop(
+        self,
+        *,
+        request_id: str,
+        accepted: bool,
+        reason: str,
+        provisions: Sequence[NotedProvision],
+        cause: Cause,
+    ) -> None:
+        """Accepted or refused, with a reason; an acceptance says what cannot be recalled.
+
+        ``provisions``: every provision the subject was in (the ledger reads them
+        from the events); those to CT logs are the ones that cannot be recalled.
+        """
         request = self.stop_requests.get(request_id)
         if request is None:
             raise InvalidTransition(f"no stop request {request_id} for this subject", Clause.STOP_PROVISION)
@@ -170,9 +208,8 @@ class DataSubject(Aggregate):
             raise InvalidTransition(f"stop request {request_id} was already decided", Clause.STOP_PROVISION)
         if not isinstance(reason, str) or not reason.strip():
             raise InvalidCommand("a stop decision needs a reason", Clause.STOP_PROVISION)
-        irrevocable = [
-            pid for pid, category, _ in self.provisions if category == ProvisionCategory.CT_LOG.value
-        ]
+        self._check_all(provisions)
+        irrevocable = [p.provision_id for p in provisions if p.category == ProvisionCategory.CT_LOG.value]
         self.trigger_event(
             self.StopDecided,
             request_id=request_id,
@@ -188,12 +225,18 @@ class DataSubject(Aggregate):
             raise InvalidTransition("an erasure request for this subject is already open", Clause.ERASURE)
         self.trigger_event(self.ErasureRequested, cause=cause)
 
-    def provision_holds(self, at: datetime) -> list[LegalHold]:
-        """APPI Art. 29 records of provisions still within their retention period."""
+    def provision_holds(self, at: datetime, provisions: Sequence[NotedProvision]) -> list[LegalHold]:
+        """APPI Art. 29 records of provisions still within their retention period.
+
+        ``provisions``: every provision the subject was in, as for :meth:`decide_stop`.
+        """
+        self._check_all(provisions)
         return [
-            LegalHold("APPI Art. 29 provision record retention", until, f"provision:{pid}")
-            for pid, _, until in self.provisions
-            if until is not None and until > at
+            LegalHold(
+                "APPI Art. 29 provision record retention", p.retention_until, f"provision:{p.provision_id}"
+            )
+            for p in provisions
+            if p.retention_until is not None and p.retention_until > at
         ]
 
     def erase(self, *, holds: list[LegalHold], cause: Cause) -> int:

@@ -55,14 +55,15 @@ from domain.identity import SubjectKey, blind_index, normalise_email, subject_id
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
-from domain.subject import DataSubject
+from domain.subject import DataSubject, NotedProvision
 from domain.transcodings import KirokuTranscoder, register_kiroku_transcodings
 
 _MAX_ATTEMPTS = 12
 
 A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger("kiroku.ledger")
-_CERTIFICATE_LINKED = get_topic(AcmeAccount.CertificateLinked)
+E = TypeVar("E", bound=CanMutateAggregate[UUID])
+
 WorkDone = tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]
 Work = Callable[[], WorkDone]
 
@@ -349,10 +350,12 @@ class LedgerBase(Application[UUID]):
     # another each time it has grown by a tenth (at least ``snapshot_from``
     # events): reads then start from the latest snapshot and apply only the
     # events stored after it, never more than about a tenth of the history.
-    # Where the state grows with the history (a person's records), writing a
-    # snapshot costs about as much as the events it stands for took to encode;
-    # the growth by a tenth keeps their total to a small share. Where it does
-    # not (``state_grows_with_history = False``: an account), a snapshot is
+    # Where the state grows with the history (the default; the account and the
+    # person only count their certificates and records, and the other
+    # aggregates' histories stay short), writing a snapshot costs about as
+    # much as the events it stands for took to encode; the growth by a tenth
+    # keeps their total to a small share.
+    # Where it does not (``state_grows_with_history = False``), a snapshot is
     # small, and one is taken every ``snapshot_from`` events.
 
     #: Events an aggregate has before it is snapshotted, and at least between two snapshots.
@@ -542,24 +545,46 @@ class LedgerBase(Application[UUID]):
         Read from the account's ``CertificateLinked`` events, which its state only
         counts; inside a batch, with those the batch has not saved yet.
         """
+        linked = self._events_of_kind(account_id, AcmeAccount.CertificateLinked, as_of)
+        return [e.certificate_record_id for e in linked]
+
+    def subject_records(self, subject_id: UUID, as_of: datetime | None = None) -> list[UUID]:
+        """The certificate records and ACME accounts holding the subject's items, oldest first.
+
+        Read from the subject's ``AppearedOn`` events, which its state only counts.
+        """
+        return [e.record_id for e in self._events_of_kind(subject_id, DataSubject.AppearedOn, as_of)]
+
+    def subject_provisions(self, subject_id: UUID, as_of: datetime | None = None) -> list[NotedProvision]:
+        """The provisions the subject's data was in, oldest first (from ``ProvisionNoted`` events)."""
+        return [
+            NotedProvision(e.provision_id, e.category, e.retention_until)
+            for e in self._events_of_kind(subject_id, DataSubject.ProvisionNoted, as_of)
+        ]
+
+    def _events_of_kind(self, aggregate_id: UUID, kind: type[E], as_of: datetime | None) -> list[E]:
+        """The aggregate's events of one class, oldest first, up to ``as_of`` (a moment).
+
+        Only the events of that class are decoded. Inside a batch (and without
+        ``as_of``), with those of the batch's commands that are not saved yet.
+        """
+        topic = get_topic(kind)
         events_of = self._events_of
-        stored = events_of.events_of([account_id]) if events_of else self.recorder.select_events(account_id)
-        linked: list[UUID] = []
+        stored = (
+            events_of.events_of([aggregate_id]) if events_of else self.recorder.select_events(aggregate_id)
+        )
+        found: list[E] = []
         for event in stored:
-            if event.topic != _CERTIFICATE_LINKED:
+            if event.topic != topic:
                 continue
             domain_event: Any = self.mapper.to_domain_event(event)
             if as_of is not None and domain_event.timestamp > as_of:
                 break
-            linked.append(domain_event.certificate_record_id)
+            found.append(domain_event)
         batch = self._batch
         if batch is not None and not batch.committed and as_of is None:
-            linked.extend(
-                e.certificate_record_id
-                for e in batch.events
-                if isinstance(e, AcmeAccount.CertificateLinked) and e.originator_id == account_id
-            )
-        return linked
+            found.extend(e for e in batch.events if isinstance(e, kind) and e.originator_id == aggregate_id)
+        return found
 
     def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate | None]:
         """``_load`` of each id, the ones not at hand read in one query instead of one each."""

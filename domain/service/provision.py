@@ -148,7 +148,13 @@ class ProvisionCommands(LedgerBase):
     ) -> CommandResult:
         def work() -> tuple[Sequence[Aggregate], UUID | None, dict[str, Any]]:
             data_subject = self._existing_subject(subject)
-            data_subject.decide_stop(request_id=request_id, accepted=accepted, reason=reason, cause=cause)
+            data_subject.decide_stop(
+                request_id=request_id,
+                accepted=accepted,
+                reason=reason,
+                provisions=self.subject_provisions(data_subject.id),
+                cause=cause,
+            )
             return [data_subject], data_subject.id, {}
 
         args = [str(self._resolve_subject(subject)), request_id, accepted, reason]

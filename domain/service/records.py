@@ -314,9 +314,12 @@ class RecordCommands(LedgerBase):
             new_items = [i for s, i in wanted.items() if (s, "email") not in account.items]
             subjects = self._subjects_for([i.subject for i in new_items], cause)
             added = [self._seal(subjects[i.subject], i) for i in new_items]
+            # A contact removed earlier and added again appeared on the account then.
+            were_on = {sealed.subject_id for _, sealed in account.superseded}
             account.update_contacts(channel=channel, added=added, removed=removed, cause=cause)
             for subject in subjects.values():
-                subject.appear_on(account.id, cause)
+                if subject.id not in were_on:
+                    subject.appear_on(account.id, cause)
             return [account, *subjects.values()], account.id, {}
 
         args = [account_ref, list(contacts), str(channel)]

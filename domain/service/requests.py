@@ -153,7 +153,7 @@ class RequestCommands(LedgerBase):
         """Retention obligations on the subject's data that are still running at ``at``."""
         moment = at or self.clock()
         subject = self._get(DataSubject, subject_id, "data subject")
-        holds = subject.provision_holds(moment)
+        holds = subject.provision_holds(moment, self.subject_provisions(subject_id))
         for record in self._issued_records_of(subject):
             assert record.not_after is not None
             until = add_years(record.not_after, ISSUANCE_RECORD_RETENTION_YEARS)
@@ -170,9 +170,10 @@ class RequestCommands(LedgerBase):
         """
         # Read in two queries (the holders, then the accounts' records), not one per
         # aggregate: a person can be on many thousands of records.
-        holders = self._load_many(subject.record_ids)
+        holder_ids = self.subject_records(subject.id)
+        holders = self._load_many(holder_ids)
         record_ids: list[UUID] = []
-        for holder_id in subject.record_ids:
+        for holder_id in holder_ids:
             holder = holders[holder_id]
             if isinstance(holder, CertificateRecord):
                 record_ids.append(holder_id)
@@ -262,19 +263,21 @@ class RequestCommands(LedgerBase):
         subject = load(subject_id)
         if not isinstance(subject, DataSubject):
             raise NotFound(f"data subject {subject_id} not found" + (" at that moment" if as_of else ""))
-        wanted = [*subject.record_ids, *(provision_id for provision_id, _, _ in subject.provisions)]
+        holder_ids = self.subject_records(subject_id, as_of)
+        provision_ids = [p.provision_id for p in self.subject_provisions(subject_id, as_of)]
+        wanted = [*holder_ids, *provision_ids]
         if as_of is None and self._batch is None:
             found: dict[UUID, Any] = self._read_many(wanted)  # one query for all of them
         else:
             found = {aggregate_id: load(aggregate_id) for aggregate_id in wanted}
         holders: list[CertificateRecord | AcmeAccount] = []
-        for holder_id in subject.record_ids:
+        for holder_id in holder_ids:
             holder = found[holder_id]
             if not isinstance(holder, CertificateRecord | AcmeAccount):
                 raise NotFound(f"record {holder_id} of subject {subject_id} not found")
             holders.append(holder)
         provisions = []
-        for provision_id, _, _ in subject.provisions:
+        for provision_id in provision_ids:
             provision = found[provision_id]
             if not isinstance(provision, Provision):
                 raise NotFound(f"provision {provision_id} not found")

@@ -58,7 +58,7 @@ def test_an_acme_account_holds_its_contacts_sealed(ledger: Ledger) -> None:
     assert [(p["kind"], p["channel"], p["items"]) for p in package["records"]] == [
         ("acme-account", "C2", {"email": ALICE})
     ]
-    account = ledger.acme_account(alice.record_ids[0])
+    account = ledger.acme_account(ledger.subject_records(alice.id)[0])
     assert len(account.subject_ids) == 2
 
 
@@ -79,6 +79,20 @@ def test_a_contact_update_through_acme_replaces_the_contacts_and_keeps_the_old(l
     assert [s["value"] for s in part["superseded_items"]] == [ALICE]
     bob_part = ledger.disclosure_package(ledger.subject_id(SubjectKey.email(BOB)))["records"][0]
     assert bob_part["items"] == {"email": BOB}
+
+
+def test_a_contact_removed_and_added_again_appears_on_the_account_once(ledger: Ledger) -> None:
+    """The person's state does not list their records: the account tells whether they were on it."""
+    publish_policy(ledger)
+    register(ledger, contacts=(ALICE,))
+    for contacts in ([BOB], [ALICE, BOB], [BOB], [ALICE]):
+        ledger.update_account_contacts(account_ref="acct-1", contacts=contacts, channel="C2", cause=acme())
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    for address in (ALICE, BOB):
+        subject = ledger.data_subject(SubjectKey.email(address))
+        assert ledger.subject_records(subject.id) == [account_id]
+        assert subject.records == 1
+        assert [r["kind"] for r in ledger.disclosure_package(subject.id)["records"]] == ["acme-account"]
 
 
 @pytest.mark.parametrize("channel", ["C3", "C4"])
@@ -189,7 +203,8 @@ def test_a_refused_command_leaves_nothing_in_the_batch(ledger: Ledger) -> None:
                 cause=cause(),
             )
         batch.commit()
-    assert ledger.data_subject(alice).provisions == []
+    assert ledger.subject_provisions(ledger.subject_id(alice)) == []
+    assert ledger.data_subject(alice).provisions == 0
     assert ledger.data_subject(alice).provision_stopped
 
 
@@ -214,8 +229,10 @@ def test_a_command_refused_half_way_in_a_batch_leaves_the_aggregates_as_before(l
             category="4.1", recipient=operator, items=[ProvidedItemInput("email", bob)], cause=cause()
         )
         batch.commit()
-    assert [p for p, _, _ in ledger.data_subject(bob).provisions] == [kept.id]
-    assert ledger.data_subject(alice).provisions == []
+    assert [p.provision_id for p in ledger.subject_provisions(ledger.subject_id(bob))] == [kept.id]
+    assert ledger.data_subject(bob).provisions == 1
+    assert ledger.subject_provisions(ledger.subject_id(alice)) == []
+    assert ledger.data_subject(alice).provisions == 0
 
 
 def test_the_same_upstream_event_twice_in_a_batch_is_applied_once(ledger: Ledger) -> None:
@@ -453,3 +470,49 @@ def test_an_accounts_certificates_are_read_from_its_events_with_a_batchs_unsaved
         batch.commit()
         assert ledger.account_certificates(account_id) == unsaved  # saved now: counted once
     assert ledger.acme_account(account_id).certificates == 3
+
+
+def test_a_persons_records_and_provisions_are_read_from_their_events_with_a_batchs_unsaved_ones(
+    ledger: Ledger,
+) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    alice = ledger.subject_id(SubjectKey.email(ALICE))
+    first = ledger.collect(
+        record_ref="r1",
+        channel="C1",
+        purposes=["P1"],
+        certificate=CertificateIdentity("r1.example.com", ["r1.example.com"], "DV", None),
+        personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
+        cause=cause(),
+    ).id
+    assert first is not None
+    provided = ledger.record_provision(
+        category="4.1",
+        recipient=Recipient("op", "Operator", "JP"),
+        items=[ProvidedItemInput("email", SubjectKey.email(ALICE))],
+        cause=cause(),
+    ).id
+    time.sleep(0.01)
+    between = datetime.now(UTC)
+    time.sleep(0.01)
+    with ledger.batch() as batch:
+        later = ledger.collect(
+            record_ref="r2",
+            channel="C1",
+            purposes=["P1"],
+            certificate=CertificateIdentity("r2.example.com", ["r2.example.com"], "DV", None),
+            personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
+            cause=cause(),
+        ).id
+        assert ledger.subject_records(alice) == [account_id, first, later]
+        batch.commit()
+        assert ledger.subject_records(alice) == [account_id, first, later]  # saved now: listed once
+    assert ledger.subject_records(alice, as_of=between) == [account_id, first]
+    assert [p.provision_id for p in ledger.subject_provisions(alice)] == [provided]
+    assert ledger.subject_provisions(alice, as_of=T0 - timedelta(days=1)) == []
+    then = ledger.disclosure_package(alice, as_of=between)
+    assert [r["record_id"] for r in then["records"]] == [str(account_id), str(first)]
+    assert [p["provision_id"] for p in then["provisions"]] == [str(provided)]
+    assert ledger.data_subject(alice).records == 3

@@ -178,7 +178,7 @@ def test_a_message_written_by_apache_avro_is_recorded(kafka: str, pg_ledger: Led
         wait_for(lambda: handled(ingest.counters) >= 1, what="the message")
     assert ingest.counters.recorded == 1
     subject = pg_ledger.data_subject(SubjectKey.email("apache@example.org"))
-    account = pg_ledger.acme_account(subject.record_ids[0])
+    account = pg_ledger.acme_account(pg_ledger.subject_records(subject.id)[0])
     assert account.account_ref == "acct-apache" and account.purposes == ["P1", "P3"]
     assert account.collected_at == datetime(2025, 6, 1, 8, 30, tzinfo=UTC)
 
