@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -154,39 +154,48 @@ class RequestCommands(LedgerBase):
         moment = at or self.clock()
         subject = self._get(DataSubject, subject_id, "data subject")
         holds = subject.provision_holds(moment, self.subject_provisions(subject_id))
-        for record in self._issued_records_of(subject):
-            assert record.not_after is not None
-            until = add_years(record.not_after, ISSUANCE_RECORD_RETENTION_YEARS)
+        for record_id, not_after in self._issuance_ends_of(subject):
+            until = add_years(not_after, ISSUANCE_RECORD_RETENTION_YEARS)
             if until > moment:
                 holds.append(
-                    LegalHold("CA issuance record retention", until, f"certificate-record:{record.id}")
+                    LegalHold("CA issuance record retention", until, f"certificate-record:{record_id}")
                 )
         return sorted(holds, key=lambda h: (h.until, h.reference))
 
-    def _issued_records_of(self, subject: DataSubject) -> list[CertificateRecord]:
-        """Issued certificates whose issuance records hold the subject's items.
+    #: Records read at once for legal holds: a person can be on millions, and only
+    #: each one's end of validity is kept, not the record.
+    holds_read_at_once = 1_000
+
+    def _issuance_ends_of(self, subject: DataSubject) -> list[tuple[UUID, datetime]]:
+        """Each issued certificate whose issuance record holds the subject's items, with its ``not_after``.
 
         A record holds them itself, or through the ACME account it was ordered under.
         """
-        # Read in two queries (the holders, then the accounts' records), not one per
-        # aggregate: a person can be on many thousands of records.
+        # Read in a few queries per ``holds_read_at_once`` records, not one per
+        # aggregate, and not all at once.
+        ends: dict[UUID, datetime] = {}
         holder_ids = self.subject_records(subject.id)
-        holders = self._load_many(holder_ids)
-        record_ids: list[UUID] = []
-        for holder_id in holder_ids:
-            holder = holders[holder_id]
-            if isinstance(holder, CertificateRecord):
-                record_ids.append(holder_id)
-            elif isinstance(holder, AcmeAccount):
-                record_ids.extend(self.account_certificates(holder_id))
-        linked = self._load_many([i for i in record_ids if i not in holders])
-        records: dict[UUID, CertificateRecord] = {}
-        for record_id in record_ids:
-            record = holders[record_id] if record_id in holders else linked.get(record_id)
-            if not isinstance(record, CertificateRecord):
-                raise NotFound(f"certificate record {record_id} not found")
-            records[record_id] = record
-        return [r for r in records.values() if r.not_after is not None]
+        for chunk in _chunks(holder_ids, self.holds_read_at_once):
+            holders = self._load_many(chunk)
+            linked: list[UUID] = []
+            for holder_id in chunk:
+                holder = holders[holder_id]
+                if isinstance(holder, AcmeAccount):
+                    linked.extend(self.account_certificates(holder_id))
+                else:
+                    self._note_issuance_end(ends, holder_id, holder)
+            for linked_chunk in _chunks(linked, self.holds_read_at_once):
+                records = self._load_many([i for i in linked_chunk if i not in ends])
+                for record_id, record in records.items():
+                    self._note_issuance_end(ends, record_id, record)
+        return list(ends.items())
+
+    @staticmethod
+    def _note_issuance_end(ends: dict[UUID, datetime], record_id: UUID, record: object) -> None:
+        if not isinstance(record, CertificateRecord):
+            raise NotFound(f"certificate record {record_id} not found")
+        if record.not_after is not None:
+            ends[record_id] = record.not_after
 
     def carry_out_erasure(self, subject: SubjectKey | UUID, *, cause: Cause) -> CommandResult:
         """Destroys the subject's key once no legal hold applies; refused while one does."""
@@ -309,3 +318,8 @@ class RequestCommands(LedgerBase):
             aggregate = event.mutate(aggregate)  # type: ignore[attr-defined]
         found: object | None = aggregate
         return found
+
+
+def _chunks(ids: Sequence[UUID], size: int) -> Iterator[Sequence[UUID]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

@@ -425,11 +425,24 @@ def test_an_aggregate_larger_than_the_bound_is_kept_while_batches_use_it(ledger:
     assert held.certificates == 3
 
 
-def test_the_legal_holds_name_every_issued_record_of_every_account_of_the_person(ledger: Ledger) -> None:
+def test_the_legal_holds_name_every_issued_record_of_the_person_and_of_their_accounts(ledger: Ledger) -> None:
     publish_policy(ledger)
     register(ledger)
     register(ledger, ref="acct-2", contacts=(ALICE, BOB))
     records = [issue(ledger, "o1"), issue(ledger, "o2", days=400), issue(ledger, "o3", account="acct-2")]
+    for ref, validity in (("direct", (T0, T0 + timedelta(days=30))), ("never-issued", None)):
+        direct = ledger.collect(
+            record_ref=ref,
+            channel="C1",
+            purposes=["P1"],
+            certificate=CertificateIdentity(f"{ref}.example.com", [f"{ref}.example.com"], "DV", "0c"),
+            personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
+            validity=validity,
+            cause=cause(),
+        ).id
+        assert direct is not None
+        if validity is not None:
+            records.append(ledger.certificate_record(direct))
     alice = ledger.subject_id(SubjectKey.email(ALICE))
     holds = ledger.legal_holds(alice, T0)
     assert sorted(h.reference for h in holds) == sorted(f"certificate-record:{r.id}" for r in records)
@@ -440,6 +453,8 @@ def test_the_legal_holds_name_every_issued_record_of_every_account_of_the_person
         assert hold.until == add_years(not_after, ISSUANCE_RECORD_RETENTION_YEARS)
     with ledger.batch():  # read through the batch's read-ahead: the same holds
         assert ledger.legal_holds(alice, T0) == holds
+    ledger.holds_read_at_once = 1  # every record and account read in a round of its own
+    assert ledger.legal_holds(alice, T0) == holds
     bob = ledger.subject_id(SubjectKey.email(BOB))
     assert [h.reference for h in ledger.legal_holds(bob, T0)] == [f"certificate-record:{records[2].id}"]
 
