@@ -548,26 +548,42 @@ class LedgerBase(Application[UUID]):
         linked = self._events_of_kind(account_id, AcmeAccount.CertificateLinked, as_of)
         return [e.certificate_record_id for e in linked]
 
-    def subject_records(self, subject_id: UUID, as_of: datetime | None = None) -> list[UUID]:
+    def subject_records(
+        self, subject_id: UUID, as_of: datetime | None = None, *, version: int | None = None
+    ) -> list[UUID]:
         """The certificate records and ACME accounts holding the subject's items, oldest first.
 
         Read from the subject's ``AppearedOn`` events, which its state only counts.
+        ``version``: only those up to that version of the subject (the one a
+        command has in hand, when others may be writing meanwhile).
         """
-        return [e.record_id for e in self._events_of_kind(subject_id, DataSubject.AppearedOn, as_of)]
+        events = self._events_of_kind(subject_id, DataSubject.AppearedOn, as_of, version)
+        return [e.record_id for e in events]
 
-    def subject_provisions(self, subject_id: UUID, as_of: datetime | None = None) -> list[NotedProvision]:
+    def subject_provisions(
+        self, subject_id: UUID, as_of: datetime | None = None, *, version: int | None = None
+    ) -> list[NotedProvision]:
         """The provisions the subject's data was in, oldest first (from ``ProvisionNoted`` events)."""
         return [
             NotedProvision(e.provision_id, e.category, e.retention_until)
-            for e in self._events_of_kind(subject_id, DataSubject.ProvisionNoted, as_of)
+            for e in self._events_of_kind(subject_id, DataSubject.ProvisionNoted, as_of, version)
         ]
 
-    def _events_of_kind(self, aggregate_id: UUID, kind: type[E], as_of: datetime | None) -> list[E]:
-        """The aggregate's events of one class, oldest first, up to ``as_of`` (a moment).
+    def _events_of_kind(
+        self, aggregate_id: UUID, kind: type[E], as_of: datetime | None, version: int | None = None
+    ) -> list[E]:
+        """The aggregate's events of one class, oldest first, up to ``as_of`` (a moment) or ``version``.
 
         Only the events of that class are decoded. Inside a batch (and without
         ``as_of``), with those of the batch's commands that are not saved yet.
         """
+        batch = self._batch
+        unsaved: list[E] = []
+        if batch is not None and not batch.committed and as_of is None:
+            mine = [e for e in batch.events if e.originator_id == aggregate_id]
+            unsaved = [e for e in mine if isinstance(e, kind)]
+            if version is not None and mine:
+                version = mine[0].originator_version - 1  # what was stored when the batch read it
         topic = get_topic(kind)
         events_of = self._events_of
         stored = (
@@ -575,16 +591,15 @@ class LedgerBase(Application[UUID]):
         )
         found: list[E] = []
         for event in stored:
+            if version is not None and event.originator_version > version:
+                break
             if event.topic != topic:
                 continue
             domain_event: Any = self.mapper.to_domain_event(event)
             if as_of is not None and domain_event.timestamp > as_of:
                 break
             found.append(domain_event)
-        batch = self._batch
-        if batch is not None and not batch.committed and as_of is None:
-            found.extend(e for e in batch.events if isinstance(e, kind) and e.originator_id == aggregate_id)
-        return found
+        return found + unsaved
 
     def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate | None]:
         """``_load`` of each id, the ones not at hand read in one query instead of one each."""

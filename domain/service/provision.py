@@ -152,7 +152,7 @@ class ProvisionCommands(LedgerBase):
                 request_id=request_id,
                 accepted=accepted,
                 reason=reason,
-                provisions=self.subject_provisions(data_subject.id),
+                provisions=self.subject_provisions(data_subject.id, version=data_subject.version),
                 cause=cause,
             )
             return [data_subject], data_subject.id, {}

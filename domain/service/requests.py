@@ -153,7 +153,7 @@ class RequestCommands(LedgerBase):
         """Retention obligations on the subject's data that are still running at ``at``."""
         moment = at or self.clock()
         subject = self._get(DataSubject, subject_id, "data subject")
-        holds = subject.provision_holds(moment, self.subject_provisions(subject_id))
+        holds = subject.provision_holds(moment, self.subject_provisions(subject_id, version=subject.version))
         for record_id, not_after in self._issuance_ends_of(subject):
             until = add_years(not_after, ISSUANCE_RECORD_RETENTION_YEARS)
             if until > moment:
@@ -174,7 +174,7 @@ class RequestCommands(LedgerBase):
         # Read in a few queries per ``holds_read_at_once`` records, not one per
         # aggregate, and not all at once.
         ends: dict[UUID, datetime] = {}
-        holder_ids = self.subject_records(subject.id)
+        holder_ids = self.subject_records(subject.id, version=subject.version)
         for chunk in _chunks(holder_ids, self.holds_read_at_once):
             holders = self._load_many(chunk)
             linked: list[UUID] = []
@@ -272,8 +272,10 @@ class RequestCommands(LedgerBase):
         subject = load(subject_id)
         if not isinstance(subject, DataSubject):
             raise NotFound(f"data subject {subject_id} not found" + (" at that moment" if as_of else ""))
-        holder_ids = self.subject_records(subject_id, as_of)
-        provision_ids = [p.provision_id for p in self.subject_provisions(subject_id, as_of)]
+        # As of the subject read, when others may be writing meanwhile.
+        holder_ids = self.subject_records(subject_id, as_of, version=subject.version)
+        noted = self.subject_provisions(subject_id, as_of, version=subject.version)
+        provision_ids = [p.provision_id for p in noted]
         wanted = [*holder_ids, *provision_ids]
         if as_of is None and self._batch is None:
             found: dict[UUID, Any] = self._read_many(wanted)  # one query for all of them

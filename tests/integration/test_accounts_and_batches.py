@@ -531,3 +531,37 @@ def test_a_persons_records_and_provisions_are_read_from_their_events_with_a_batc
     assert [r["record_id"] for r in then["records"]] == [str(account_id), str(first)]
     assert [p["provision_id"] for p in then["provisions"]] == [str(provided)]
     assert ledger.data_subject(alice).records == 3
+
+
+def test_a_persons_provisions_are_read_as_of_the_version_a_command_has_in_hand(
+    ledger: Ledger, settings: Settings, clock: FakeClock
+) -> None:
+    """A provision another writer saves meanwhile is not counted against the older state (§11's check)."""
+    publish_policy(ledger)
+    register(ledger)
+    alice = ledger.subject_id(SubjectKey.email(ALICE))
+    operator = Recipient("op", "Operator", "JP")
+
+    def provide() -> UUID | None:
+        items = [ProvidedItemInput("email", SubjectKey.email(ALICE))]
+        return ledger.record_provision(category="4.1", recipient=operator, items=items, cause=cause()).id
+
+    first = provide()
+    in_hand = ledger.data_subject(alice)
+    second = provide()  # meanwhile
+    assert [p.provision_id for p in ledger.subject_provisions(alice)] == [first, second]
+    assert [p.provision_id for p in ledger.subject_provisions(alice, version=in_hand.version)] == [first]
+    assert len(ledger.subject_records(alice, version=in_hand.version)) == in_hand.records == 1
+    with ledger.batch():
+        third = provide()  # unsaved, on the subject as the batch read it
+        other = build_ledger(settings, clock=clock)  # another process writes meanwhile
+        try:
+            items = [ProvidedItemInput("email", SubjectKey.email(ALICE))]
+            other.record_provision(category="4.1", recipient=operator, items=items, cause=cause())
+        finally:
+            other.close()
+        now = ledger.data_subject(alice)
+        assert now.provisions == 3
+        listed = [p.provision_id for p in ledger.subject_provisions(alice, version=now.version)]
+        assert listed == [first, second, third]
+        # Not saved: the batch's subject is behind the store (saving it would conflict).
