@@ -235,28 +235,67 @@ class Projections:
         workers: ThreadPoolExecutor,
         progress: Callable[[int, int, float], None] | None,
     ) -> None:
-        """Reads the events these views read, a page of ids at a time, and applies each page to them all."""
+        """Reads the events these views read, a page of ids at a time, and applies each page to them all.
+
+        The next page is read and decoded while the views apply this one: a
+        view's page spends much of its time in the database (writing its rows),
+        when this process would otherwise have nothing to do. An event that
+        cannot be decoded is left for the view that reads it, which stops there
+        and names it.
+        """
         kinds: set[str] | None = set()
         for name in building:
             wanted = self.view(name).event_types
             kinds = None if kinds is None or wanted is None else kinds | wanted
+        only = None if kinds is None else frozenset(kinds)
+        mapper = self.ledger.mapper
+
+        def read(first: int, last: int) -> tuple[int, list[Notified]]:
+            page = notified_page(self._notifications_between(first, last, only), mapper)
+            for notified in page:
+                try:
+                    notified.event  # noqa: B018 - decoded here, while the views write the page before
+                except Exception:  # noqa: BLE001, S112 - left to the view that reads it, which says where
+                    continue
+            return last, page
+
+        pages = self._id_pages()
+
+        # On SQLite, which takes one writer at a time, the views' pages take turns
+        # (see build) and the pages are read in turn too: nothing there to overlap.
+        ahead = not isinstance(self.store, SQLiteViewStore)
+
+        def read_ahead() -> Future[tuple[int, list[Notified]]] | None:
+            bounds = next(pages, None)
+            if bounds is None:
+                return None
+            if ahead:
+                return reader.submit(read, *bounds)
+            done: Future[tuple[int, list[Notified]]] = Future()
+            done.set_result(read(*bounds))
+            return done
+
         started = time.monotonic()
-        for first, last in self._id_pages():
-            if not building:
-                break
-            stored = self._notifications_between(first, last, None if kinds is None else frozenset(kinds))
-            page = notified_page(stored, self.ledger.mapper)
-            # The views' transactions overlap: while the database writes one view's
-            # rows, this process prepares the next view's.
-            futures = {
-                name: workers.submit(self.store.apply_page, self.view(name), generation, page, through=last)
-                for name, generation in building.items()
-            }
-            for name in _gather(futures, stops):
-                del building[name]
-            if progress is not None:
-                head = self.ledger.recorder.max_notification_id() or 0
-                progress(last, head, last / max(time.monotonic() - started, 1e-9))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-read") as reader:
+            upcoming = read_ahead()
+            while upcoming is not None and building:
+                last, page = upcoming.result()
+                upcoming = read_ahead()
+                # The views' transactions overlap as well: while the database writes
+                # one view's rows, this process prepares the next view's.
+                futures = {
+                    name: workers.submit(
+                        self.store.apply_page, self.view(name), generation, page, through=last
+                    )
+                    for name, generation in building.items()
+                }
+                for name in _gather(futures, stops):
+                    del building[name]
+                if progress is not None:
+                    head = self.ledger.recorder.max_notification_id() or 0
+                    progress(last, head, last / max(time.monotonic() - started, 1e-9))
+            if upcoming is not None:
+                upcoming.cancel()
 
     # Status and queries ------------------------------------------------------
 

@@ -121,7 +121,10 @@ class Subjects(View):
         """Opens the page's sealed names and e-mail addresses in one go, outside the view's transaction."""
         sealed: list[Sealed] = []
         for notified in page:
-            event: Any = notified.event
+            try:
+                event: Any = notified.event
+            except Exception:  # noqa: BLE001, S112 - apply meets it again, and the view stops naming it
+                continue
             for attribute in ("items", "personal_changes", "added"):
                 values = getattr(event, attribute, None)
                 if isinstance(values, list):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
 
 from domain.application import Ledger
 from domain.certificate import CertificateIdentity
@@ -13,7 +17,7 @@ from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient
 from projections.service import Projections
 from projections.sql import Writer
-from projections.store import PostgresViewStore, Read
+from projections.store import PostgresViewStore, Read, ViewStopped
 from tests.helpers import T0, FakeClock, cause, publish_policy
 
 TARO = SubjectKey.email("taro@example.jp")
@@ -402,3 +406,37 @@ def test_a_rebuilt_view_has_every_index_it_declares(pg_ledger: Ledger, clock: Fa
             declared = sorted([tuple(table.primary_key), *(tuple(index) for index in table.indexes)])
             found = indexed_columns(projections, f"kv_{name}_g{generation.generation}_{table.name}")
             assert found == declared, f"{name}.{table.name}"
+
+
+def test_an_event_that_cannot_be_decoded_stops_a_rebuild_of_the_views_that_read_it_only(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """The page after it is read and decoded ahead of the views: that must not stop the others."""
+    publish_policy(ledger)
+    collect(ledger, "before")
+    ids = ledger.recorder.insert_events(
+        [StoredEvent(uuid4(), 1, "domain.subject:DataSubject.StopDecided", b"{not json")]
+    )
+    assert ids is not None
+    [bad] = ids
+    collect(ledger, "after")
+    projections = Projections(ledger, page_size=2)  # pages read ahead before and after the bad one
+    with pytest.raises(ViewStopped) as stopped:
+        projections.rebuild_views()
+    assert stopped.value.notified.notification_id == bad
+    assert stopped.value.notified.event_type == "DataSubject.StopDecided"
+    # The certificates view does not read that kind of event: rebuilt whole, and switched to.
+    [generation] = [g for g in projections.store.generations("certificates") if g.state == "active"]
+    assert projections.store.position(generation) == ledger.recorder.max_notification_id()
+    assert [r["record_ref"] for r in _certificate_rows(projections)] == ["after", "before"]
+    assert not [g for g in projections.store.generations("subjects") if g.state == "active"]
+
+
+def _certificate_rows(projections: Projections) -> list[dict[str, Any]]:
+    view = projections.view("certificates")
+    [active] = [g for g in projections.store.generations("certificates") if g.state == "active"]
+    names = projections.store.table_names(view, active.generation)
+    with projections.store.transaction() as cursor:
+        return Writer(cursor, projections.store.dialect, names).select(
+            "certificates", {}, order_by="record_ref"
+        )
