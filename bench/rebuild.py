@@ -7,6 +7,7 @@ from typing import Any
 
 from bench.common import fresh_ledger, result_line, say, seed, settle
 from kiroku.rebuild import rebuild_in_processes
+from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
 from projections.service import Projections
 
@@ -33,6 +34,7 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
         say("VACUUM ANALYZE (not timed)")
         settle(ledger)  # otherwise autovacuum starts on the new rows in the middle of the timing
         projections = Projections(ledger, page_size=2000)
+        tune_gc_for_batches()  # as `kiroku projections rebuild` does, for the ceiling and kiroku alike
         started = time.monotonic()
         read = read_all(projections, 2000)
         ceiling_rate = read / (time.monotonic() - started)

@@ -14,6 +14,7 @@ from typing import Any
 
 from kiroku.bootstrap import build_ledger
 from kiroku.rebuild import RebuildStopped, rebuild_in_processes
+from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
 from projections.service import Projections
 from projections.store import ViewStopped
@@ -28,6 +29,7 @@ def _projections(args: argparse.Namespace) -> Projections:
 
 def run(args: argparse.Namespace) -> int:
     projections = _projections(args)
+    tune_gc_for_batches()  # pages of events, as ingest's batches
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: finishing the current page of each view, then stopping", signal.Signals(signum).name)
@@ -61,6 +63,7 @@ def status(args: argparse.Namespace) -> int:
 
 def rebuild(args: argparse.Namespace) -> int:
     projections = _projections(args)
+    tune_gc_for_batches()
     show = sys.stderr.isatty() or args.progress
 
     def progress(done: int, head: int, rate: float) -> None:

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from kiroku.bootstrap import build_ledger
+from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
 from projections.service import Projections
 from projections.store import Generation
@@ -80,6 +81,7 @@ def _build(
 
 
 def _build_in_worker(settings: Settings, building: dict[str, Generation], page_size: int) -> list[Stop]:
+    tune_gc_for_batches()  # a process of its own, for this rebuild only
     ledger = build_ledger(settings)
     try:
         return _build(Projections(ledger, page_size=page_size), building)

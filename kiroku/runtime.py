@@ -15,8 +15,10 @@ def tune_gc_for_batches() -> None:
     """Fewer, larger garbage collections, and what start-up made left out of them.
 
     Measured on ingest (bench/README.md): about a fifth of its CPU went to the
-    collector with the defaults. Memory is still reclaimed: objects without
-    cycles are freed at once as always, cycles a little later.
+    collector with the defaults. A rebuild of the views (pages of 2,000
+    decoded events) took about a quarter less CPU in its busiest process.
+    Memory is still reclaimed: objects without cycles are freed at once as
+    always, cycles a little later.
     """
     gc.collect()
     gc.freeze()  # the modules, schemas and settings loaded so far are not scanned again
