@@ -425,24 +425,28 @@ def test_an_aggregate_larger_than_the_bound_is_kept_while_batches_use_it(ledger:
     assert held.certificates == 3
 
 
+def _collect_with(ledger: Ledger, ref: str, validity: tuple[datetime, datetime] | None = None) -> UUID:
+    """A record collected by a designated operator with Alice's address on it (issued if ``validity``)."""
+    record_id = ledger.collect(
+        record_ref=ref,
+        channel="C1",
+        purposes=["P1"],
+        certificate=CertificateIdentity(f"{ref}.example.com", [f"{ref}.example.com"], "DV", "0c"),
+        personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
+        validity=validity,
+        cause=cause(),
+    ).id
+    assert record_id is not None
+    return record_id
+
+
 def test_the_legal_holds_name_every_issued_record_of_the_person_and_of_their_accounts(ledger: Ledger) -> None:
     publish_policy(ledger)
     register(ledger)
     register(ledger, ref="acct-2", contacts=(ALICE, BOB))
     records = [issue(ledger, "o1"), issue(ledger, "o2", days=400), issue(ledger, "o3", account="acct-2")]
-    for ref, validity in (("direct", (T0, T0 + timedelta(days=30))), ("never-issued", None)):
-        direct = ledger.collect(
-            record_ref=ref,
-            channel="C1",
-            purposes=["P1"],
-            certificate=CertificateIdentity(f"{ref}.example.com", [f"{ref}.example.com"], "DV", "0c"),
-            personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
-            validity=validity,
-            cause=cause(),
-        ).id
-        assert direct is not None
-        if validity is not None:
-            records.append(ledger.certificate_record(direct))
+    records.append(ledger.certificate_record(_collect_with(ledger, "direct", (T0, T0 + timedelta(days=30)))))
+    _collect_with(ledger, "never-issued")
     alice = ledger.subject_id(SubjectKey.email(ALICE))
     holds = ledger.legal_holds(alice, T0)
     assert sorted(h.reference for h in holds) == sorted(f"certificate-record:{r.id}" for r in records)
@@ -494,15 +498,7 @@ def test_a_persons_records_and_provisions_are_read_from_their_events_with_a_batc
     register(ledger)
     account_id = ledger.acme_account_id("acme", "acct-1")
     alice = ledger.subject_id(SubjectKey.email(ALICE))
-    first = ledger.collect(
-        record_ref="r1",
-        channel="C1",
-        purposes=["P1"],
-        certificate=CertificateIdentity("r1.example.com", ["r1.example.com"], "DV", None),
-        personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
-        cause=cause(),
-    ).id
-    assert first is not None
+    first = _collect_with(ledger, "r1")
     provided = ledger.record_provision(
         category="4.1",
         recipient=Recipient("op", "Operator", "JP"),
@@ -513,14 +509,7 @@ def test_a_persons_records_and_provisions_are_read_from_their_events_with_a_batc
     between = datetime.now(UTC)
     time.sleep(0.01)
     with ledger.batch() as batch:
-        later = ledger.collect(
-            record_ref="r2",
-            channel="C1",
-            purposes=["P1"],
-            certificate=CertificateIdentity("r2.example.com", ["r2.example.com"], "DV", None),
-            personal_items=[PersonalItemInput(SubjectKey.email(ALICE), "email", ALICE)],
-            cause=cause(),
-        ).id
+        later = _collect_with(ledger, "r2")
         assert ledger.subject_records(alice) == [account_id, first, later]
         batch.commit()
         assert ledger.subject_records(alice) == [account_id, first, later]  # saved now: listed once
