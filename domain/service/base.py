@@ -202,10 +202,13 @@ def _utcnow() -> datetime:
 class HasEventsOf(Protocol):
     """A recorder that reads the events of many aggregates in one query (kiroku's recorders can)."""
 
-    def events_of(self, ids: Sequence[UUID], after: Sequence[int] | None = None) -> list[StoredEvent]:
+    def events_of(
+        self, ids: Sequence[UUID], after: Sequence[int] | None = None, *, topics: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
         """Every event of these aggregates, ordered by aggregate and version.
 
-        With ``after`` (a version per id), only the events after that version.
+        With ``after`` (a version per id), only the events after that version;
+        with ``topics``, only the events of those topics.
         """
         ...
 
@@ -587,7 +590,9 @@ class LedgerBase(Application[UUID]):
         topic = get_topic(kind)
         events_of = self._events_of
         stored = (
-            events_of.events_of([aggregate_id]) if events_of else self.recorder.select_events(aggregate_id)
+            events_of.events_of([aggregate_id], topics=[topic])
+            if events_of
+            else self.recorder.select_events(aggregate_id)
         )
         found: list[E] = []
         for event in stored:

@@ -161,6 +161,10 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(table=events_table)
+        self._events_of_topics_statement = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {table} "
+            "WHERE originator_id = ANY(%s) AND topic = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(table=events_table)
         # Aggregates read whole by id (as above), and those known up to a version by one
         # index scan each (LATERAL), whatever the planner knows of the table: a plain join
         # was planned as a merge join over the whole primary key on a table not yet
@@ -191,14 +195,23 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SET wrapped_key = NULL, destroyed_at = COALESCE({table}.destroyed_at, now())"
         ).format(table=table)
 
-    def events_of(self, ids: Sequence[UUID], after: Sequence[int] | None = None) -> list[StoredEvent]:
+    def events_of(
+        self, ids: Sequence[UUID], after: Sequence[int] | None = None, *, topics: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
         """Every event of these aggregates in one query, ordered by aggregate and version.
 
         ``after``, if given, holds a version for each id: only that aggregate's
         later events are read (for an aggregate already known up to there).
+        ``topics``, if given: only the events of those topics (not with ``after``).
         """
         if not ids:
             return []
+        if topics is not None:
+            if after is not None:
+                raise ValueError("events of some topics are read whole, not after a version")
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self._events_of_topics_statement, (list(ids), list(topics)), prepare=True)
+                return _stored_events(curs.fetchall())
         if after is not None:
             fresh = [i for i, version in zip(ids, after, strict=True) if not version]
             known = [(i, version) for i, version in zip(ids, after, strict=True) if version]
@@ -396,16 +409,19 @@ SQLITE_SHRED = (
 )
 
 
-def _sqlite_events_of(c: SQLiteCursor, table: str, ids: Sequence[UUID]) -> Iterator[StoredEvent]:
-    """The rows of these aggregates in a SQLite events table, by aggregate and version."""
+def _sqlite_events_of(
+    c: SQLiteCursor, table: str, ids: Sequence[UUID], topics: Sequence[str] | None = None
+) -> Iterator[StoredEvent]:
+    """The rows of these aggregates in a SQLite events table, by aggregate and version (of ``topics``)."""
+    of_topics = "" if topics is None else f" AND topic IN ({','.join('?' * len(topics))})"
     for start in range(0, len(ids), 500):
         chunk = [i.hex for i in ids[start : start + 500]]
         marks = ",".join("?" * len(chunk))
         c.execute(
             "SELECT originator_id, originator_version, topic, state "
-            f"FROM {table} WHERE originator_id IN ({marks}) "
+            f"FROM {table} WHERE originator_id IN ({marks}){of_topics} "
             "ORDER BY originator_id, originator_version",
-            chunk,
+            [*chunk, *(topics or ())],
         )
         for row in c.fetchall():
             yield StoredEvent(
@@ -434,10 +450,17 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
             return list(found)
         return [n for n in found if event_type_of(n.topic) in event_types]
 
-    def events_of(self, ids: Sequence[UUID], after: Sequence[int] | None = None) -> list[StoredEvent]:
-        """Every event of these aggregates, ordered by aggregate and version (later than ``after``'s)."""
+    def events_of(
+        self, ids: Sequence[UUID], after: Sequence[int] | None = None, *, topics: Sequence[str] | None = None
+    ) -> list[StoredEvent]:
+        """Every event of these aggregates, ordered by aggregate and version (later than ``after``'s).
+
+        ``topics``, if given: only the events of those topics (not with ``after``).
+        """
+        if topics is not None and after is not None:
+            raise ValueError("events of some topics are read whole, not after a version")
         with self.datastore.transaction(commit=False) as c:
-            events = list(_sqlite_events_of(c, self.events_table_name, ids))
+            events = list(_sqlite_events_of(c, self.events_table_name, ids, topics))
         if after is not None:
             known: dict[UUID | str, int] = dict(zip(ids, after, strict=True))
             events = [e for e in events if e.originator_version > known[e.originator_id]]

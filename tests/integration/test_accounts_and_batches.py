@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
+from eventsourcing.utils import get_topic
 
 from domain.account import AcmeAccount
 from domain.application import Ledger
 from domain.cause import Cause
 from domain.certificate import CertificateIdentity, CertificateRecord
 from domain.commands import PersonalItemInput, ProvidedItemInput
-from domain.errors import DomainError, InvalidTransition, LegalHoldActive, PolicyViolation
+from domain.errors import DomainError, InvalidTransition, LegalHoldActive, NotFound, PolicyViolation
 from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient, add_years
 from domain.service.base import HasEventsOf
@@ -356,6 +357,26 @@ def test_an_aggregate_kept_from_an_earlier_batch_reads_only_its_later_events(led
     assert len(_events_of(ledger, [account_id], [0])) == version
 
 
+def test_the_events_of_some_topics_are_read_alone_in_order(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    register(ledger)
+    records = [issue(ledger, f"o{number}").id for number in range(3)]
+    account_id = ledger.acme_account_id("acme", "acct-1")
+    recorder = ledger.recorder
+    assert isinstance(recorder, HasEventsOf)
+    linked, issued = get_topic(AcmeAccount.CertificateLinked), get_topic(CertificateRecord.Issued)
+    found = recorder.events_of([*records, account_id], topics=[linked, issued])
+    assert {e.topic for e in found} == {linked, issued}
+    order = [(e.originator_id, e.originator_version) for e in found]
+    assert order == sorted(order)  # by aggregate and version (a UUID sorts as its bytes)
+    of_account = [e for e in found if e.originator_id == account_id]
+    assert [e.originator_version for e in of_account] == [2, 3, 4]  # after Registered
+    assert len([e for e in found if e.topic == issued]) == 3
+    assert recorder.events_of([account_id], topics=["no.such:Topic"]) == []
+    with pytest.raises(ValueError, match="not after a version"):
+        recorder.events_of([account_id], [1], topics=[linked])
+
+
 def test_the_aggregates_kept_are_bounded_by_number_and_by_their_events(ledger: Ledger) -> None:
     ledger.kept_from_version = 1
     publish_policy(ledger)
@@ -461,6 +482,14 @@ def test_the_legal_holds_name_every_issued_record_of_the_person_and_of_their_acc
     assert ledger.legal_holds(alice, T0) == holds
     bob = ledger.subject_id(SubjectKey.email(BOB))
     assert [h.reference for h in ledger.legal_holds(bob, T0)] == [f"certificate-record:{records[2].id}"]
+    # A record the person is on that the store does not hold is an error, not "no hold".
+    subject = ledger.data_subject(bob)
+    subject.appear_on(uuid4(), cause())
+    ledger.save(subject)
+    with pytest.raises(NotFound, match="not found"):
+        ledger.legal_holds(bob, T0)
+    with ledger.batch(), pytest.raises(NotFound, match="not found"):
+        ledger.legal_holds(bob, T0)
 
 
 def test_an_accounts_certificates_are_read_from_its_events_with_a_batchs_unsaved_ones(ledger: Ledger) -> None:
