@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import routes_ledger, routes_ops, routes_records, routes_requests, routes_subjects
+from api.access_log import PostgresAccessStore
 from api.auth import TokenRegistry
 from api.context import Context
 from api.problems import install
@@ -65,12 +67,26 @@ def create_app(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ingest_counters: IngestCounters | None = None,
 ) -> FastAPI:
+    context = Context(ledger, projections, tokens, clock, ingest_counters)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # On PostgreSQL, the access records of this server's loop are committed on an
+        # asyncio connection: a request waits for its commit without holding the loop.
+        if hasattr(ledger.recorder, "insert_async"):
+            context.access_log.open(PostgresAccessStore(ledger.recorder))
+        try:
+            yield
+        finally:
+            await context.access_log.close()
+
     app = FastAPI(
         title="kiroku",
         version="0.1.0",
         description="The compliance team's interface to the certificate-information ledger.",
+        lifespan=lifespan,
     )
-    app.state.context = Context(ledger, projections, tokens, clock, ingest_counters)
+    app.state.context = context
     install(app)
 
     app.add_middleware(RequestLog)

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.access_log import AccessNotRecorded
 from domain.errors import (
     DomainError,
     InvalidCommand,
@@ -60,6 +61,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
         return _domain(exc)
+
+    @app.exception_handler(AccessNotRecorded)
+    async def _not_recorded(_: Request, exc: AccessNotRecorded) -> JSONResponse:
+        return problem(503, "Unavailable", f"{exc}; nothing was shown")
 
     @app.exception_handler(ViewNotReady)
     async def _not_ready(_: Request, exc: ViewNotReady) -> JSONResponse:

@@ -189,7 +189,7 @@ async def fulfil(
     """
     # On the event loop (see api.context): one subject's records, read in one query.
     result, package = context.ledger.fulfil_disclosure(request_id, cause=cause_for(context, principal, key))
-    record_access(
+    await record_access(
         context, principal, [UUID(package["subject_id"])], "POST /disclosures/{request_id}/fulfilment"
     )
     if "application/zip" in request.headers.get("accept", ""):

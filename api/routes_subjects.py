@@ -42,7 +42,7 @@ async def find_subjects(
         subject_ids = sorted(found, key=str)
     else:
         subject_ids = projections.subjects_by(kind, value)
-    record_access(context, principal, subject_ids, f"GET /subjects?{kind}")
+    await record_access(context, principal, subject_ids, f"GET /subjects?{kind}")
     return {"subjects": [str(s) for s in subject_ids]}
 
 
@@ -58,12 +58,12 @@ async def subject(
         if as_of.tzinfo is None:
             raise ApiProblem(422, "Invalid request", "as_of needs a time zone")
         package = await run_in_threadpool(context.ledger.disclosure_package, subject_id, as_of=as_of)
-        record_access(context, principal, [subject_id], "GET /subjects/{subject_id}?as_of")
+        await record_access(context, principal, [subject_id], "GET /subjects/{subject_id}?as_of")
         return {"as_of": as_of.isoformat(), **package}
     # On the event loop: one snapshot of the subject's view rows, their keys and the
     # access record's commit (see api.context). The as_of answer replays events, in the thread pool.
     state = context.projections.subject(subject_id, context.clock())
     if state is None:
         raise ApiProblem(404, "Not found", f"data subject {subject_id} not found")
-    record_access(context, principal, [subject_id], "GET /subjects/{subject_id}")
+    await record_access(context, principal, [subject_id], "GET /subjects/{subject_id}")
     return state

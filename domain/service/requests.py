@@ -8,7 +8,8 @@ from functools import partial
 from typing import Any, cast
 from uuid import UUID, uuid4
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from domain.access import AccessRecord
@@ -254,8 +255,26 @@ class RequestCommands(LedgerBase):
         For a group commit of concurrent readers: each gets its own result, or
         the error that refused its record (the others are recorded regardless).
         """
+        outcomes, stored = self.access_records(accesses)
+        if stored:
+            ids = self.recorder.insert_events(stored)
+            position = max(ids) if ids else None
+            outcomes = [
+                CommandResult(o.id, position) if isinstance(o, CommandResult) else o for o in outcomes
+            ]
+        return outcomes
+
+    def access_records(
+        self, accesses: Sequence[tuple[Sequence[UUID], str, Cause]]
+    ) -> tuple[list[CommandResult | DomainError], list[StoredEvent]]:
+        """The access records of :meth:`record_accesses`, made, not saved: the outcomes and the events.
+
+        An outcome is a result without a position (the record's id) or the
+        error that refused it. The caller stores the events in one transaction
+        (an asyncio server does, without blocking its loop).
+        """
         outcomes: list[CommandResult | DomainError] = []
-        records: list[AccessRecord] = []
+        events: list[DomainEventProtocol[UUID]] = []
         for subject_ids, endpoint, cause in accesses:
             try:
                 if not isinstance(cause, Cause):
@@ -266,15 +285,9 @@ class RequestCommands(LedgerBase):
             except DomainError as refused:
                 outcomes.append(refused)
                 continue
-            records.append(record)
+            events.extend(record.collect_events())
             outcomes.append(CommandResult(record.id, None))
-        if records:
-            recordings = self.save(*records)
-            position = max((r.notification.id for r in recordings), default=None)
-            outcomes = [
-                CommandResult(o.id, position) if isinstance(o, CommandResult) else o for o in outcomes
-            ]
-        return outcomes
+        return outcomes, [self.mapper.to_stored_event(e) for e in events]
 
     # Reading ---------------------------------------------------------------
 

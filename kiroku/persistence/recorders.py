@@ -30,6 +30,8 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 KEYS_TABLE = "kiroku_subject_keys"
+#: How the asyncio connections (the API's access records) name themselves to PostgreSQL.
+ASYNC_APPLICATION_NAME = "kiroku-access-log"
 #: Up to this many events are inserted with one INSERT ... RETURNING; more are copied.
 _FEW_EVENTS = 50
 
@@ -345,15 +347,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         and the transaction is rolled back here before the connection goes back
         to the pool.
         """
-        rows = SQL(", ").join(
-            SQL("({}, {}, {}, {})").format(
-                Literal(e.originator_id), Literal(e.originator_version), Literal(e.topic), Literal(e.state)
-            )
-            for e in stored_events
-        )
-        statement = SQL("BEGIN; {lock}; {insert}{rows} RETURNING notification_id; COMMIT").format(
-            lock=self._lock_and_notify_statement, insert=self._insert_values_statement, rows=rows
-        )
+        statement = self._one_round_trip(stored_events)
         ids: list[int] = []
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             try:
@@ -367,6 +361,63 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             while True:  # a result per statement; the INSERT's has the ids
                 if curs.description is not None and curs.description[0].name == "notification_id":
                     ids = [row["notification_id"] for row in curs.fetchall()]
+                if not curs.nextset():
+                    break
+        _expect_ids(ids, stored_events)
+        return ids
+
+    def _one_round_trip(self, stored_events: Sequence[StoredEvent]) -> Composed:
+        """BEGIN, the lock, NOTIFY, the INSERT of these events returning their ids, COMMIT."""
+        rows = SQL(", ").join(
+            SQL("({}, {}, {}, {})").format(
+                Literal(e.originator_id), Literal(e.originator_version), Literal(e.topic), Literal(e.state)
+            )
+            for e in stored_events
+        )
+        return SQL("BEGIN; {lock}; {insert}{rows} RETURNING notification_id; COMMIT").format(
+            lock=self._lock_and_notify_statement, insert=self._insert_values_statement, rows=rows
+        )
+
+    async def connect_async(self) -> psycopg.AsyncConnection[Any]:
+        """An asyncio connection to the store's database, for :meth:`insert_async` (autocommit)."""
+        given = self.datastore.pool.kwargs
+        kwargs = given() if callable(given) else given or {}
+        return await psycopg.AsyncConnection.connect(
+            dbname=kwargs["dbname"],
+            host=kwargs["host"],
+            port=kwargs["port"],
+            user=kwargs["user"],
+            password=kwargs["password"],
+            connect_timeout=max(1, round(self.datastore.pool.timeout)),
+            autocommit=True,
+            application_name=ASYNC_APPLICATION_NAME,
+        )
+
+    async def insert_async(
+        self, conn: psycopg.AsyncConnection[Any], stored_events: Sequence[StoredEvent]
+    ) -> list[int]:
+        """Inserts these events in one round trip on an asyncio connection; their notification ids.
+
+        As :meth:`insert_events` does for a few events with nothing else (no
+        tracking record, no key to shred): for an asyncio server's access
+        records, whose loop serves other requests meanwhile. Raises what
+        psycopg raises: a version conflict ``psycopg.IntegrityError``, a lost
+        connection ``psycopg.OperationalError``.
+        """
+        if not stored_events:
+            return []
+        statement = self._one_round_trip(stored_events)
+        ids: list[int] = []
+        async with conn.cursor(row_factory=tuple_row) as curs:
+            try:
+                await curs.execute(statement)
+            except psycopg.Error:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("ROLLBACK")
+                raise
+            while True:
+                if curs.description is not None and curs.description[0].name == "notification_id":
+                    ids = [row[0] for row in await curs.fetchall()]
                 if not curs.nextset():
                     break
         _expect_ids(ids, stored_events)
