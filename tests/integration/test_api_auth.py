@@ -90,6 +90,29 @@ def test_every_route_of_the_api_is_in_the_table(api: Api) -> None:
     assert normalised == {(m, p.replace("s1", "{id}")) for m, p in tested}
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["", "Bearer", "Bearer ", "Basic dGFybzpzZWNyZXQ=", "kiroku_abc", "Bearer kiroku_not-a-token"],
+)
+def test_an_unusable_authorization_header_is_401(api: Api, authorization: str) -> None:
+    response = api.client.get(f"/subjects/{SOME}", headers={"Authorization": authorization})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert "kiroku_" not in response.text and "dGFybz" not in response.text
+
+
+def test_the_openapi_document_names_the_bearer_scheme_on_every_guarded_route(api: Api) -> None:
+    document = api.client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"] == {"HTTPBearer": {"type": "http", "scheme": "bearer"}}
+    open_routes = {("get", "/health"), ("get", "/ready"), ("get", "/metrics")}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            expected: list[dict[str, list[str]]] | None = (
+                None if (method, path) in open_routes else [{"HTTPBearer": []}]
+            )
+            assert operation.get("security") == expected, (method, path)
+
+
 NOT_FOUND = [
     ("GET", f"/subjects/{SOME}", None),
     ("GET", f"/certificates/{SOME}", None),
