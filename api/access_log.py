@@ -42,6 +42,24 @@ class AccessNotRecorded(Exception):
 
 
 @dataclass
+class AccessCounts:
+    """What this process's access log has done, for ``/metrics``."""
+
+    recorded: int = 0  # access records committed
+    not_recorded: int = 0  # readers answered 503 because their record could not be committed
+    loop_commits: int = 0  # commits on the event loop's asyncio connection
+    caller_commits: int = 0  # commits made by a reader itself (SQLite, no start-up, a thread)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, *, recorded: int = 0, not_recorded: int = 0, loop: int = 0, caller: int = 0) -> None:
+        with self._lock:
+            self.recorded += recorded
+            self.not_recorded += not_recorded
+            self.loop_commits += loop
+            self.caller_commits += caller
+
+
+@dataclass
 class _Access:
     subject_ids: list[UUID]
     endpoint: str
@@ -80,23 +98,19 @@ class AccessLog:
         self._gathering_lock = threading.Lock()
         self._turn = threading.Lock()  # one commit at a time
         self._on_loop: _LoopCommits | None = None
+        self.counts = AccessCounts()
 
     # On an event loop ---------------------------------------------------------------
 
     def open(self, store: InsertsAsync) -> None:
         """Commits the running loop's access records through ``store`` from now on."""
-        self._on_loop = _LoopCommits(store, asyncio.get_running_loop())
+        self._on_loop = _LoopCommits(store, asyncio.get_running_loop(), self.counts)
 
     async def close(self) -> None:
         """Back to committing in the caller; waits for the commits under way, then closes the store."""
         on_loop, self._on_loop = self._on_loop, None
         if on_loop is not None:
             await on_loop.close()
-
-    @property
-    def loop_commits(self) -> int:
-        """How many commits the loop's store has made (for tests and figures)."""
-        return self._on_loop.commits if self._on_loop is not None else 0
 
     async def record_async(self, subject_ids: list[UUID], endpoint: str, cause: Cause) -> CommandResult:
         """As :meth:`record`, for a handler on an event loop: its loop serves others while the commit waits.
@@ -136,10 +150,13 @@ class AccessLog:
                 self.ledger.record_accesses([(a.subject_ids, a.endpoint, a.cause) for a in group])
             )
         except Exception as failure:  # noqa: BLE001 - every waiting reader gets the failure, none proceeds
+            self.counts.add(not_recorded=len(group))
             for access in group:
                 access.outcome = failure
                 access.done.set()
             return
+        recorded = sum(isinstance(o, CommandResult) for o in outcomes)
+        self.counts.add(recorded=recorded, caller=1 if recorded else 0)
         for access, outcome in zip(group, outcomes, strict=True):
             access.outcome = outcome
             access.done.set()
@@ -157,11 +174,10 @@ class _LoopCommits:
     one commits, measured no better (the events table's lock orders them anyway).
     """
 
-    def __init__(self, store: InsertsAsync, loop: asyncio.AbstractEventLoop) -> None:
-        self.store, self.loop = store, loop
+    def __init__(self, store: InsertsAsync, loop: asyncio.AbstractEventLoop, counts: AccessCounts) -> None:
+        self.store, self.loop, self.counts = store, loop, counts
         self._waiting: list[tuple[CommandResult, list[StoredEvent], asyncio.Future[CommandResult]]] = []
         self._committing: asyncio.Task[None] | None = None
-        self.commits = 0
 
     async def commit(self, result: CommandResult, stored: list[StoredEvent]) -> CommandResult:
         future: asyncio.Future[CommandResult] = self.loop.create_future()
@@ -179,11 +195,12 @@ class _LoopCommits:
                 position = await self.store.insert([e for _, stored, _ in group for e in stored])
             except Exception as failure:  # noqa: BLE001 - each waiting reader gets the failure, none proceeds
                 log.warning("access records not committed (%s)", type(failure).__name__)
+                self.counts.add(not_recorded=len(group))
                 for _, _, future in group:
                     if not future.done():
                         future.set_exception(_not_recorded(failure))
                 continue
-            self.commits += 1
+            self.counts.add(recorded=len(group), loop=1)
             for result, _, future in group:
                 if not future.done():  # a reader that went away has its record all the same
                     future.set_result(CommandResult(result.id, position))

@@ -37,7 +37,7 @@ def _metric(lines: list[str], name: str, kind: str, text: str, samples: list[tup
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(context: AppContext) -> PlainTextResponse:
-    """Prometheus text format: events stored, messages ingested and dead-lettered, view positions and lag.
+    """Prometheus text format: events stored, messages ingested and dead-lettered, accesses, view lag.
 
     Counts only, never personal data, so it needs no token.
     """
@@ -71,6 +71,21 @@ def metrics(context: AppContext) -> PlainTextResponse:
             "Batches retried after a transient failure.",
             [("", counters.retries)],
         )
+    access = context.access_log.counts
+    _metric(
+        lines,
+        "kiroku_access_records_total",
+        "counter",
+        "Accesses to personal data: recorded, or refused an answer because the record failed (this process).",
+        [('{outcome="recorded"}', access.recorded), ('{outcome="not_recorded"}', access.not_recorded)],
+    )
+    _metric(
+        lines,
+        "kiroku_access_commits_total",
+        "counter",
+        "Transactions that committed access records, on the event loop or in the reader (this process).",
+        [('{path="loop"}', access.loop_commits), ('{path="caller"}', access.caller_commits)],
+    )
     statuses = [s for s in context.projections.status() if s.generation is not None]
     _metric(
         lines,

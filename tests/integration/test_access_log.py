@@ -190,7 +190,8 @@ def test_on_the_servers_loop_each_read_is_committed_once_and_a_lost_connection_i
         with ThreadPoolExecutor(max_workers=8) as pool:
             statuses = list(pool.map(read, range(40)))
         assert statuses == [200] * 40
-        assert 1 <= log.loop_commits <= 40, "committed on the loop's connection"
+        assert 1 <= log.counts.loop_commits <= 40, "committed on the loop's connection"
+        assert (log.counts.recorded, log.counts.caller_commits) == (40, 0)
         assert len(api.access_records()) == before + 40
 
         assert terminate_access_connections(api.ledger) == 1
@@ -199,6 +200,10 @@ def test_on_the_servers_loop_each_read_is_committed_once_and_a_lost_connection_i
     # After the shutdown, reads commit in the handler again.
     assert read(1) == 200
     assert len(api.access_records()) == before + 42
+    assert log.counts.caller_commits == 1
+    metrics = api.client.get("/metrics").text
+    assert 'kiroku_access_records_total{outcome="recorded"} 42' in metrics
+    assert 'kiroku_access_commits_total{path="caller"} 1' in metrics
     assert [r.subject_ids for r in api.access_records()[before:]] == [[UUID(taro)]] * 42
 
 
@@ -229,3 +234,4 @@ def test_a_read_whose_access_cannot_be_recorded_shows_nothing(api: Api) -> None:
         assert response.status_code == 503
         assert "could not be recorded (OperationalError)" in response.json()["detail"]
         assert "taro" not in response.text and "山田" not in response.text
+    assert 'kiroku_access_records_total{outcome="not_recorded"} 2' in api.client.get("/metrics").text

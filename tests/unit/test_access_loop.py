@@ -77,7 +77,7 @@ def test_accesses_that_arrive_during_a_commit_share_the_next_one() -> None:
         assert not first.done(), "a reader waits for its commit"
         gate.through.set()
         results = [await first, *[await r for r in rest]]
-        commits = log.loop_commits
+        commits = log.counts.loop_commits
         await log.close()
         return gate, results, commits
 
@@ -99,6 +99,7 @@ def test_a_failed_commit_fails_its_readers_without_quoting_the_database_and_the_
         failed = await asyncio.gather(*readers, return_exceptions=True)
         gate.failure = None
         after = await log.record_async([uuid4()], "GET /b", cause())
+        assert (log.counts.not_recorded, log.counts.recorded, log.counts.loop_commits) == (3, 1, 1)
         await log.close()
         return failed, after
 
