@@ -5,16 +5,19 @@ pool; one that is a coroutine runs on the worker's event loop, and its
 database calls block the loop while they wait. The hot paths are coroutines:
 a subject, a look-up, a certificate, an audit page (a few indexed reads) and
 a disclosure package (one subject's records, read in one query: about 5 ms).
-The access record's commit is the exception: a handler awaits it on an
-asyncio connection (``api.access_log``), and the loop serves other requests
-meanwhile; those that arrive during a commit share the next one. The thread
-hop cost as much as the work, and a pool thread that waits on the database
-many times waits for the GIL each time the loop is busy: under load a
-package took 46 ms at p50 in the pool and 18 ms on the loop. Answers ``as_of``
-a past moment replay events and stay in the pool, as do exports and the other
-commands. A worker serves one loop handler at a time: run several worker
-processes (``kiroku api --workers``). A subject with very many records makes
-a package that holds its worker's loop for longer.
+The thread hop cost as much as the work, and a pool thread that waits on the
+database many times waits for the GIL each time the loop is busy: under load
+a package took 46 ms at p50 in the pool and 18 ms on the loop. Answers
+``as_of`` a past moment replay events and stay in the pool, as do exports
+and the other commands.
+
+The access record's commit is the one wait that does not block the loop: a
+handler awaits it on an asyncio connection (``api.access_log``) while the
+loop runs other handlers; those that arrive during a commit share the next
+one. So a worker runs one handler at a time, with others waiting for their
+commits: run several worker processes (``kiroku api --workers``). A subject
+with very many records makes a package that holds its worker's loop for
+longer.
 """
 
 from __future__ import annotations
