@@ -25,7 +25,7 @@ from domain.application import Ledger
 from domain.personal import Sealed
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
 from projections.runner import ViewRunner, view_store_for
-from projections.sql import utc_text
+from projections.sql import Rows, utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View, notified_page
 from projections.views import make_views
@@ -354,11 +354,10 @@ class Projections:
 
     def subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A subject now: items (opened; ``[erased]`` once erased), records, open requests, holds in force."""
-        with self.store.pinned():
-            state = self._subject(subject_id, at)
+        state = self._subject(subject_id, at)
         if state is None:
             return None
-        # Opened after the snapshot's connection went back to the pool: the key ring
+        # Opened after the read's connection went back to the pool: the key ring
         # takes a connection of its own, and a reader holding one while waiting for
         # another could, with enough such readers, wait on the pool for ever. A key
         # destroyed in between shows its values as erased, as it should.
@@ -375,21 +374,29 @@ class Projections:
         return state
 
     def _subject(self, subject_id: UUID, at: datetime) -> dict[str, Any] | None:
-        """The subject's rows, read in one snapshot; items still sealed.
+        """The subject's rows, items still sealed, read together (on PostgreSQL one statement, one snapshot).
 
-        The rows that depend only on the subject are read together (one
-        statement on PostgreSQL); the records reached through ACME accounts,
-        and the issuance-record holds, need what that read found.
+        The CA issuance-record holds are those of the records the subject's
+        items are on, directly or through the ACME accounts they are on.
         """
         view = self.view("subjects")
         where = {"subject_id": str(subject_id)}
-        found, items, records, holds, accounts, requests = self.store.read_together(
+        held_by = [
+            Rows("items", "record_id", where),
+            Rows(
+                "record_accounts",
+                "record_id",
+                {},
+                [("account_id", "in_any", [Rows("account_subjects", "account_id", where)])],
+            ),
+        ]
+        found, items, records, holds, issued, requests = self.store.read_together(
             [
                 Read(view, "subjects", where),
                 Read(view, "items", where),
                 Read(view, "records", where),
                 Read(view, "holds", where),
-                Read(view, "account_subjects", where),
+                Read(view, "record_holds", {}, "record_id", [("record_id", "in_any", held_by)]),
                 Read(self.view("requests"), "requests", where),
             ]
         )
@@ -398,33 +405,7 @@ class Projections:
         now = utc_text(at)
         assert now is not None
         erased = found[0]["erasure_state"] == "erased"
-        holds += self._issuance_holds(subject_id, items, accounts)
-        return {
-            **found[0],
-            "personal_data": "[erased]" if erased else "held",
-            "items": items,
-            "records": sorted(r["record_id"] for r in records),
-            "holds": [h for h in holds if h["until"] > now],
-            "open_requests": _requests_as_of(requests, now, open_only=True),
-        }
-
-    def _issuance_holds(
-        self, subject_id: UUID, items: list[dict[str, Any]], accounts: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The CA issuance-record holds of the records the subject is on, directly or through an account."""
-        view = self.view("subjects")
-        records = {row["record_id"] for row in items}
-        account_ids = sorted({r["account_id"] for r in accounts})
-        if account_ids:
-            linked = self.store.read(
-                view, "record_accounts", {}, conditions=[("account_id", "in", account_ids)]
-            )
-            records |= {r["record_id"] for r in linked}
-        if not records:
-            return []
-        wanted = [("record_id", "in", sorted(records))]
-        issued = self.store.read(view, "record_holds", {}, order_by="record_id", conditions=wanted)
-        return [
+        holds += [
             {
                 "subject_id": str(subject_id),
                 "reference": f"certificate-record:{r['record_id']}",
@@ -433,6 +414,14 @@ class Projections:
             }
             for r in issued
         ]
+        return {
+            **found[0],
+            "personal_data": "[erased]" if erased else "held",
+            "items": items,
+            "records": sorted(r["record_id"] for r in records),
+            "holds": [h for h in holds if h["until"] > now],
+            "open_requests": _requests_as_of(requests, now, open_only=True),
+        }
 
     def certificate(self, record_id: UUID, at: datetime) -> dict[str, Any] | None:
         """A certificate record now: ``status`` says expired once ``not_after`` has passed."""

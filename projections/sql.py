@@ -50,6 +50,16 @@ def id_text(value: UUID | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class Rows:
+    """One column of the rows of a table that match, for a condition ``(column, "in_any", [Rows, ...])``."""
+
+    table: str
+    column: str
+    where: Mapping[str, Any]
+    conditions: Sequence[tuple[str, str, Any]] = ()
+
+
+@dataclass(frozen=True)
 class Table:
     """A view table: columns (name, type), primary key and extra indexes."""
 
@@ -533,7 +543,23 @@ class Writer:
         conditions: Sequence[tuple[str, str, Any]] = (),
         limit: int | None = None,
     ) -> tuple[str, list[Any]] | None:
-        """The statement and parameters :meth:`select` runs; None when it can match no row."""
+        """The statement and parameters :meth:`select` runs; None when it can match no row.
+
+        A condition is ``(column, operator, value)``: ``in`` a list of values,
+        a comparison (``<``, ``<=``, ``>``, ``>=``), or ``in_any`` a list of
+        :class:`Rows`: the column's value is in the rows one of them names.
+        """
+        found = self._conditions(where, conditions)
+        if found is None:
+            return None
+        condition, params = found
+        order = f" ORDER BY {order_by}" if order_by else ""
+        bounded = f" LIMIT {int(limit)}" if limit is not None else ""
+        return f"SELECT * FROM {self.names[table]} WHERE {condition}{order}{bounded}", params
+
+    def _conditions(
+        self, where: Mapping[str, Any], conditions: Sequence[tuple[str, str, Any]]
+    ) -> tuple[str, list[Any]] | None:
         condition, params = self._equalities(where)
         clauses = [condition]
         for column, operator, value in conditions:
@@ -543,14 +569,26 @@ class Writer:
                     return None
                 clauses.append(f"{column} IN ({self._marks(len(values))})")
                 params.extend(values)
+            elif operator == "in_any":
+                # One IN over a UNION of the sets, not an OR of INs: PostgreSQL plans
+                # the OR as a scan of the whole table, the UNION as look-ups by key.
+                selects = []
+                for rows in value:
+                    assert isinstance(rows, Rows)
+                    inner = self._conditions(rows.where, rows.conditions)
+                    if inner is not None:
+                        name = self.names[rows.table]
+                        selects.append(f"SELECT {rows.column} FROM {name} WHERE {inner[0]}")
+                        params.extend(inner[1])
+                if not selects:
+                    return None
+                clauses.append(f"{column} IN ({' UNION '.join(selects)})")
             elif operator in {"<", "<=", ">", ">="}:
                 clauses.append(f"{column} {operator} {self.dialect.placeholder}")
                 params.append(value)
             else:
                 raise ValueError(f"unsupported operator {operator!r}")
-        order = f" ORDER BY {order_by}" if order_by else ""
-        bounded = f" LIMIT {int(limit)}" if limit is not None else ""
-        return f"SELECT * FROM {self.names[table]} WHERE {' AND '.join(clauses)}{order}{bounded}", params
+        return " AND ".join(clauses), params
 
     def select_one(self, table: str, where: Mapping[str, Any]) -> dict[str, Any] | None:
         rows = self.select(table, where)

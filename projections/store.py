@@ -11,7 +11,6 @@ event's notification id and type, until an operator retries it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -135,11 +134,6 @@ class ViewStore:
     dialect: Dialect
     #: The event store's table, when its events' state is plain JSON a statement can read.
     events_table: str | None = None
-
-    @contextmanager
-    def pinned(self) -> Iterator[None]:
-        """Inside the block, this thread's reads may share one connection (PostgreSQL does)."""
-        yield
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Any]: ...
@@ -478,7 +472,6 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
         self, datastore: PostgresDatastore, *, tracking_table_name: str = "kiroku_view_tracking"
     ) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name)
-        self._pinned = threading.local()
 
     def qualified(self, table: str) -> str:
         return f'"{self.datastore.schema}"."{table}"'
@@ -497,10 +490,6 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
     @contextmanager
     def reading(self) -> Iterator[Any]:
         # No transaction: each read is one statement, one round trip (not BEGIN, SELECT, ROLLBACK).
-        pinned = getattr(self._pinned, "cursor", None)
-        if pinned is not None:
-            yield pinned
-            return
         with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             yield cursor
 
@@ -536,26 +525,6 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
             row = cursor.fetchone()
         assert row is not None
         return [list(row[f"r{number}"]) for number in range(len(reads))]
-
-    @contextmanager
-    def pinned(self) -> Iterator[None]:
-        """Inside the block, this thread's reads share one connection and one snapshot.
-
-        One pool checkout instead of one per read, and a read-only repeatable-read
-        transaction, so the reads of one answer (a subject's items, records and
-        holds) all see the views as they were at one moment.
-        """
-        if getattr(self._pinned, "cursor", None) is not None:
-            yield
-            return
-        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
-            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            self._pinned.cursor = cursor
-            try:
-                yield
-            finally:
-                self._pinned.cursor = None
-                cursor.execute("ROLLBACK")
 
 
 class SQLiteViewStore(SQLiteTrackingRecorder, _TrackingRecorderBacked, ViewStore):

@@ -9,7 +9,7 @@ import pytest
 
 from domain.application import Ledger
 from projections.runner import view_store_for
-from projections.sql import Table, Writer, create_statements
+from projections.sql import Rows, Table, Writer, create_statements
 from projections.store import ViewStore
 
 TABLE = Table(
@@ -85,3 +85,41 @@ def test_held_operations_leave_the_rows_that_direct_ones_do(ledger: Ledger, seed
     direct, held = results
     assert held == direct
     assert direct[-1], "the operations should leave some rows"
+
+
+def test_a_condition_on_the_rows_of_other_tables_selects_what_python_would(ledger: Ledger) -> None:
+    store = view_store_for(ledger)
+    names = {
+        "things": make_table(store, "in_any_things")["things"],
+        "others": make_table(store, "in_any_others")["things"],
+        "links": make_table(store, "in_any_links")["things"],
+    }
+    things = [{"a": f"t{n}", "b": "x", "c": n, "d": f"d{n % 3}"} for n in range(12)]
+    others = [{"a": f"t{n}", "b": "o", "c": n, "d": "mine" if n % 4 == 0 else "theirs"} for n in range(12)]
+    links = [{"a": f"k{n}", "b": "l", "c": n, "d": f"t{n + 1}"} for n in range(0, 12, 5)]
+    with store.transaction() as cursor:
+        writer = Writer(cursor, store.dialect, names)
+        for table, rows in (("things", things), ("others", others), ("links", links)):
+            for row in rows:
+                writer.insert(table, row)
+        linked_to = {"k0", "k10"}
+        conditions = [
+            (
+                "a",
+                "in_any",
+                [
+                    Rows("others", "a", {"d": "mine"}),
+                    Rows("links", "d", {}, [("a", "in", sorted(linked_to))]),
+                    Rows("others", "a", {}, [("a", "in", [])]),  # can match nothing: left out
+                ],
+            )
+        ]
+        found = writer.select("things", {"b": "x"}, order_by="c", conditions=conditions)
+        nothing = writer.select(
+            "things", {}, conditions=[("a", "in_any", [Rows("others", "a", {}, [("a", "in", [])])])]
+        )
+    mine = {o["a"] for o in others if o["d"] == "mine"}
+    through_links = {link["d"] for link in links if link["a"] in linked_to}
+    assert [r["a"] for r in found] == [t["a"] for t in things if t["a"] in mine | through_links]
+    assert [r["a"] for r in found] == ["t0", "t1", "t4", "t8", "t11"]
+    assert nothing == []
