@@ -2,6 +2,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY api ./api
 COPY domain ./domain
 COPY projections ./projections
 COPY consumers ./consumers
