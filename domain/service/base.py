@@ -318,8 +318,10 @@ class LedgerBase(Application[UUID]):
             if self.snapshot_store is not None and isinstance(self.snapshot_store.recorder, HasLatestOf)
             else None
         )
-        #: The version of each aggregate's latest snapshot, as far as this process knows.
-        self._snapshot_versions: dict[UUID, int] = {}
+        #: The version of each aggregate's latest snapshot, as far as this process knows;
+        #: the most recent ``snapshot_versions_kept`` of them (see ``_note_snapshot``).
+        self._snapshot_versions: OrderedDict[UUID, int] = OrderedDict()
+        self._snapshot_versions_lock = threading.Lock()
 
     def construct_recorder(self) -> ApplicationRecorder:
         # A process recorder, so that ingest can record Kafka positions as
@@ -363,6 +365,19 @@ class LedgerBase(Application[UUID]):
 
     #: Events an aggregate has before it is snapshotted, and at least between two snapshots.
     snapshot_from = 1_000
+
+    #: Snapshot versions remembered at most: a long-running process meets ever more
+    #: long aggregates. One forgotten costs at most one snapshot taken early.
+    snapshot_versions_kept = 100_000
+
+    def _note_snapshot(self, aggregate_id: UUID, version: int) -> None:
+        """Remembers an aggregate's latest snapshot version, forgetting the least recent beyond the bound."""
+        versions = self._snapshot_versions
+        with self._snapshot_versions_lock:
+            versions[aggregate_id] = version
+            versions.move_to_end(aggregate_id)
+            while len(versions) > self.snapshot_versions_kept:
+                versions.popitem(last=False)
 
     @property
     def _snapshots_table(self) -> str:
@@ -414,7 +429,7 @@ class LedgerBase(Application[UUID]):
                     type(exc).__name__,
                 )
                 continue
-            self._snapshot_versions[aggregate.id] = aggregate.version
+            self._note_snapshot(aggregate.id, aggregate.version)
 
     def _from_snapshots(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, Aggregate]:
         """The aggregates of these ids that have a snapshot, as of their latest one."""
@@ -444,7 +459,7 @@ class LedgerBase(Application[UUID]):
                 unreadable.add(UUID(str(stored.originator_id)))
                 continue
             found[aggregate.id] = aggregate
-            self._snapshot_versions[aggregate.id] = aggregate.version
+            self._note_snapshot(aggregate.id, aggregate.version)
         return found, unreadable
 
     # Batches ----------------------------------------------------------------

@@ -125,6 +125,34 @@ def test_a_saved_batch_snapshots_a_long_history_and_a_new_process_reads_from_it(
         other.close()
 
 
+def test_a_process_remembers_a_bounded_number_of_snapshot_versions(ledger: Ledger) -> None:
+    """Forgetting the oldest snapshot versions costs at most an early snapshot, never a wrong state."""
+    ledger.snapshot_from = 4
+    ledger.snapshot_versions_kept = 2
+    publish_policy(ledger)
+    accounts = ["acct-a", "acct-b", "acct-c"]
+    for ref in accounts:
+        register(ledger, ref)
+    for number in range(5):
+        with ledger.batch() as batch:
+            for ref in accounts:
+                _order(ledger, f"{ref}-o{number}", account=ref)
+            batch.commit()
+    ids = [ledger.acme_account_id("acme", ref) for ref in accounts]
+    assert all(_snapshot_versions(ledger, i) for i in ids), "each account should have been snapshotted"
+    assert list(ledger._snapshot_versions) == ids[1:], "the two most recently snapshotted are kept"
+    # The forgotten one is snapshotted again no later than the others, and reads right.
+    for number in range(5, 9):
+        with ledger.batch() as batch:
+            _order(ledger, f"acct-a-o{number}", account="acct-a")
+            batch.commit()
+    assert len(ledger._snapshot_versions) == 2
+    assert ids[0] in ledger._snapshot_versions
+    versions = _snapshot_versions(ledger, ids[0])
+    assert versions == sorted(set(versions))
+    assert _state(ledger.acme_account(ids[0])) == _state(_whole(ledger, ids[0]))
+
+
 def test_a_snapshot_of_another_format_is_ignored_and_the_events_are_read(
     ledger: Ledger, settings: Settings, clock: FakeClock
 ) -> None:
