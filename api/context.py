@@ -41,6 +41,10 @@ from domain.cause import Cause
 from projections.service import Projections
 
 MAX_PAGE = 500
+# A free-text filter that reaches a query: PostgreSQL's text cannot hold a NUL
+# character, so one is refused as a 422 (named in the OpenAPI document) rather
+# than failing in the database.
+NO_NUL = r"^[^\x00]*$"
 
 
 class Context:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Permission, Principal
 from api.commands import IdempotencyKey, cause_for, written
-from api.context import AppContext, requires
+from api.context import NO_NUL, AppContext, requires
 from api.problems import ApiProblem
 
 router = APIRouter()
@@ -39,7 +39,7 @@ COLUMNS = [
 
 @dataclass
 class LedgerFilters:
-    recipient: Annotated[str | None, Query(max_length=200)] = None
+    recipient: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None
     category: Literal["4.1", "4.2", "4.3", "4.4"] | None = None
     country: Annotated[str | None, Query(pattern=r"^[A-Z]{2}$")] = None
     foreign_only: bool = False

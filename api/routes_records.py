@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Permission, Principal
-from api.context import AppContext, next_cursor, parse_cursor, requires
+from api.context import NO_NUL, AppContext, next_cursor, parse_cursor, requires
 from api.problems import ApiProblem
 from projections.sql import utc_text
 
@@ -64,8 +64,8 @@ class AuditFilters(BaseModel):
 
     subject: UUID | None = None
     certificate: UUID | None = None
-    event_type: Annotated[str | None, Field(max_length=100)] = None
-    actor: Annotated[str | None, Field(max_length=200)] = None
+    event_type: Annotated[str | None, Field(max_length=100, pattern=NO_NUL)] = None
+    actor: Annotated[str | None, Field(max_length=200, pattern=NO_NUL)] = None
     since: datetime | None = None
     until: datetime | None = None
     cursor: Annotated[str | None, Field(max_length=100)] = None

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Permission, Principal
-from api.context import AppContext, record_access, requires
+from api.context import NO_NUL, AppContext, record_access, requires
 from api.problems import ApiProblem
 
 router = APIRouter(tags=["subjects"])
@@ -21,9 +21,9 @@ Reader = Annotated[Principal, Depends(requires(Permission.READ_PERSONAL))]
 async def find_subjects(
     context: AppContext,
     principal: Reader,
-    email: Annotated[str | None, Query(max_length=254)] = None,
-    name: Annotated[str | None, Query(max_length=300)] = None,
-    common_name: Annotated[str | None, Query(max_length=255)] = None,
+    email: Annotated[str | None, Query(max_length=254, pattern=NO_NUL)] = None,
+    name: Annotated[str | None, Query(max_length=300, pattern=NO_NUL)] = None,
+    common_name: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None,
 ) -> dict[str, Any]:
     """Data subjects by e-mail address, name (through the blind index) or certificate common name."""
     # On the event loop: index look-ups and the access record's commit (see api.context).
