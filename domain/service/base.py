@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
 import random
@@ -51,7 +50,7 @@ from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
-from domain.identity import SubjectKey, blind_index, normalise_email, subject_id_for
+from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
@@ -747,7 +746,7 @@ class LedgerBase(Application[UUID]):
             canonical = fingerprint_text(command, args)
         except TypeError as exc:
             raise InvalidCommand(f"{command}: {exc}") from None
-        return hmac.digest(self._subject_secret, canonical.encode(), "sha256").hex()
+        return keyed_hash(self._subject_secret).digest(canonical.encode()).hex()
 
     def _execute(self, cause: Cause, command: str, args: Any, work: Work) -> CommandResult:
         """Runs ``work`` and records what it changed, once per upstream event id.
