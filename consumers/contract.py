@@ -104,13 +104,28 @@ def _self_contained(schema: Any, common: dict[str, Any], defined: set[str]) -> A
 
 
 def _holds_nul(value: Any) -> bool:
-    """Whether a NUL character is in any text of a decoded record (names included)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
+    """Whether a NUL character is in any text of a decoded record (names included).
+
+    A walk with a stack of its own rather than a recursive ``any`` over
+    generators: every message is checked, and that way cost twice as much.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return True
+                if isinstance(inner, str):
+                    if "\x00" in inner:
+                        return True
+                elif isinstance(inner, dict | list):
+                    pending.append(inner)
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 

@@ -17,8 +17,10 @@ import avro.schema
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro.schema import to_parsing_canonical_form
+from hypothesis import given
+from hypothesis import strategies as st
 
-from consumers.contract import Contract, MalformedBody, UnknownFraming, UnknownSchema
+from consumers.contract import Contract, MalformedBody, UnknownFraming, UnknownSchema, _holds_nul
 
 CONTRACT = Contract.load()
 ACCOUNT = "jp.kiroku.upstream.acme.AccountRegistered"
@@ -214,13 +216,39 @@ def test_a_time_out_of_range_is_malformed() -> None:
         CONTRACT.decode(CONTRACT.encode_confluent(ACCOUNT, record))
 
 
-@pytest.mark.parametrize("where", ["account_id", "contacts"])
+@pytest.mark.parametrize("where", ["account_id", "contacts", "envelope"])
 def test_a_nul_character_in_any_text_is_malformed_and_not_echoed(where: str) -> None:
     record = account()
     if where == "contacts":
         record["contacts"] = ["a@example.jp", "b\x00@example.jp"]
+    elif where == "envelope":
+        record["envelope"]["correlation_id"] = "corr\x00-acct"
     else:
         record["account_id"] = "acct\x00-9"
     with pytest.raises(MalformedBody, match="NUL character") as raised:
         CONTRACT.decode(CONTRACT.encode_confluent(ACCOUNT, record))
     assert "example" not in str(raised.value) and "acct" not in str(raised.value)
+
+
+def _nul_anywhere(value: Any) -> bool:
+    """The rule, said plainly: a NUL in any text, a mapping's names included."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_nul_anywhere(k) or _nul_anywhere(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_nul_anywhere(v) for v in value)
+    return False
+
+
+_TEXT = st.text(alphabet=st.sampled_from(["a", "\x00", "é", " "]), max_size=4)
+_DECODED = st.recursive(
+    st.none() | st.integers() | st.booleans() | _TEXT | st.binary(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_DECODED)
+def test_the_nul_check_finds_a_nul_wherever_it_is(value: Any) -> None:
+    assert _holds_nul(value) == _nul_anywhere(value)
