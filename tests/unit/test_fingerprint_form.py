@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.certificate import CertificateIdentity
-from domain.codes import Channel
+from domain.codes import Channel, PersonalItemKind
 from domain.commands import PersonalItemInput, ProvidedItemInput
 from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient
@@ -81,6 +81,8 @@ leaves = (
     scalar_values(texts)
     | st.datetimes(timezones=st.none() | st.just(UTC))
     | st.sampled_from(list(Channel))
+    | st.sampled_from(list(PersonalItemKind))
+    | st.uuids()
     | subject_keys
     | st.builds(CertificateIdentity, texts, st.lists(texts, max_size=3), texts, st.none() | texts)
     | st.builds(PersonalItemInput, subject_keys, texts, texts)
