@@ -116,14 +116,8 @@ def _holds_nul(value: Any) -> bool:
             if "\x00" in item:
                 return True
         elif isinstance(item, dict):
-            for key, inner in item.items():
-                if isinstance(key, str) and "\x00" in key:
-                    return True
-                if isinstance(inner, str):
-                    if "\x00" in inner:
-                        return True
-                elif isinstance(inner, dict | list):
-                    pending.append(inner)
+            pending.extend(item)  # the names
+            pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
     return False
