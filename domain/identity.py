@@ -102,12 +102,16 @@ def keyed_hash(secret: bytes) -> KeyedHash:
     return KeyedHash(secret)
 
 
-def uuid_of_int(value: int) -> UUID:
-    """``UUID(int=value)`` for a value known to fit 128 bits, without its checks.
+def _uuid_of_digest(digest: bytes, version: int) -> UUID:
+    """``UUID(bytes=digest[:16], version=version)``, without ``UUID.__init__``'s checks.
 
     ``UUID.__init__`` takes most of the time of making a deterministic id,
-    checking arguments this module has just made itself.
+    checking arguments this module has just made itself. The version and the
+    RFC 4122 variant are set as it sets them.
     """
+    value = int.from_bytes(digest[:16], "big")
+    value = (value & ~(0xF000 << 64)) | (version << 76)
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
     made = object.__new__(UUID)
     object.__setattr__(made, "int", value)
     object.__setattr__(made, "is_safe", SafeUUID.unknown)
@@ -119,11 +123,7 @@ def subject_id_for(key: SubjectKey, secret: bytes) -> UUID:
     if len(secret) < 16:
         raise ValueError("the subject-id secret must be at least 16 bytes")
     message = b"kiroku.subject\x00" + key.kind.encode() + b"\x00" + key.value.encode()
-    value = int.from_bytes(keyed_hash(secret).digest(message)[:16], "big")
-    # Version 8 (custom) and the RFC 4122 variant, as uuid.UUID(version=...) sets them.
-    value = (value & ~(0xF000 << 64)) | (0x8000 << 64)
-    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
-    return uuid_of_int(value)
+    return _uuid_of_digest(keyed_hash(secret).digest(message), 8)  # version 8: custom
 
 
 def blind_index(value: str, secret: bytes, purpose: str) -> str:
@@ -148,8 +148,4 @@ _NAMESPACE_BYTES = KIROKU_NAMESPACE.bytes
 def _uuid5(name: str) -> UUID:
     """``uuid.uuid5(KIROKU_NAMESPACE, name)``, made without ``UUID.__init__``'s checks."""
     # The same ids come up again and again in a batch (its records, accounts, receipts).
-    value = int.from_bytes(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16], "big")  # noqa: S324 - uuid5 is SHA-1 by definition
-    # Version 5 and the RFC 4122 variant, as uuid.uuid5 sets them.
-    value = (value & ~(0xF000 << 64)) | (5 << 76)
-    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
-    return uuid_of_int(value)
+    return _uuid_of_digest(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest(), 5)  # noqa: S324 - uuid5 is SHA-1 by definition
