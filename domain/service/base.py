@@ -146,28 +146,6 @@ def _sorted_fields_of(cls: type) -> tuple[tuple[str | None, str], ...] | None:
         return order
 
 
-_PLAIN_WRITERS: dict[type, Callable[[Any], str] | None] = {}
-
-
-def _plain_writer(kind: type) -> Callable[[Any], str] | None:
-    """How ``_canonical`` and the JSON encoder write a value of this type that is not a
-    dataclass, where it is one string: an enum's value, a time, a UUID (None: the long way).
-    """
-    try:
-        return _PLAIN_WRITERS[kind]
-    except KeyError:
-        writer: Callable[[Any], str] | None = None
-        if _fields_of(kind) is None:
-            if issubclass(kind, Enum):
-                writer = lambda value: encode_basestring(str(value.value))  # noqa: E731
-            elif issubclass(kind, datetime):
-                writer = lambda value: encode_basestring(value.isoformat())  # noqa: E731
-            elif issubclass(kind, UUID):
-                writer = lambda value: encode_basestring(str(value))  # noqa: E731
-        _PLAIN_WRITERS[kind] = writer
-        return writer
-
-
 def _canonical_text(value: Any, typed: bool = True) -> str:  # noqa: PLR0911 - one return per kind
     """``_FINGERPRINT_JSON.encode(_canonical(value, typed))``, written without making the form first.
 
@@ -188,9 +166,6 @@ def _canonical_text(value: Any, typed: bool = True) -> str:  # noqa: PLR0911 - o
         return "[" + ", ".join([_canonical_text(v, typed) for v in value]) + "]"
     order = _sorted_fields_of(kind)
     if order is None:
-        plain = _plain_writer(kind)
-        if plain is not None:
-            return plain(value)
         return _FINGERPRINT_JSON.encode(_canonical(value, typed))
     parts = []
     for name, key in order:
