@@ -8,6 +8,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
+from domain.creation import create
 from domain.errors import InvalidCommand
 
 
@@ -31,9 +32,10 @@ class AccessRecord(Aggregate):
             raise InvalidCommand("an access record names the subjects whose data was shown")
         if not isinstance(endpoint, str) or not endpoint.strip() or len(endpoint) > 300:
             raise InvalidCommand("an access record names the endpoint (1-300 characters)")
-        return cls._create(
+        return create(
+            cls,
             cls.Recorded,
-            id=access_id,
+            access_id,
             subject_ids=sorted(set(subject_ids), key=str),
             endpoint=endpoint,
             cause=cause,

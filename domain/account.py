@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
 from domain.codes import Channel, Clause
+from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, PolicyViolation
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
@@ -100,9 +101,10 @@ class AcmeAccount(Aggregate):
         if not isinstance(account_ref, str) or not account_ref.strip() or len(account_ref) > 255:
             raise InvalidCommand("an ACME account needs its reference (1-255 characters)")
         _check_contacts(contacts)
-        return cls._create(
+        return create(
+            cls,
             cls.Registered,
-            id=account_id,
+            account_id,
             account_ref=account_ref.strip(),
             policy_version=policy.version,
             purposes=sorted(set(purposes)),

@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
 from domain.codes import CertificateField, Channel, Clause, ProvisionCategory, ValidationLevel
+from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, PolicyViolation
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
@@ -225,9 +226,10 @@ class CertificateRecord(Aggregate):
             raise InvalidCommand("each subject's personal item kind may appear only once")
         if not isinstance(record_ref, str) or not record_ref.strip() or len(record_ref) > _MAX_NAME:
             raise InvalidCommand(f"record reference must be 1-{_MAX_NAME} characters")
-        return cls._create(
+        return create(
+            cls,
             cls.Collected,
-            id=record_id,
+            record_id,
             record_ref=record_ref,
             channel=checked_channel.value,
             policy_version=policy.version,

@@ -10,6 +10,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
 from domain.codes import Clause, DisclosureFormat, DisclosureRefusalGround
+from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition
 
 RECEIVED = "received"
@@ -105,9 +106,10 @@ class DisclosureRequest(Aggregate):
             raise InvalidCommand("a disclosure request needs a due date with a time zone", Clause.DISCLOSURE)
         if due_at <= cause.occurred_at:
             raise InvalidCommand("the due date must be after the request was received", Clause.DISCLOSURE)
-        return cls._create(
+        return create(
+            cls,
             cls.Received,
-            id=request_id,
+            request_id,
             subject_id=subject_id,
             due_at=due_at,
             requested_format=fmt.value,

@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
 from domain.codes import Channel, Clause, Purpose
+from domain.creation import create
 from domain.errors import InvalidCommand, PolicyViolation
 from domain.identity import deterministic_id
 
@@ -120,9 +121,10 @@ class PolicyCatalogue(Aggregate):
         _check_version_label(version)
         _check_announcement(announced_at, effective_from)
         checked_purposes, checked_channels = _check_catalogue(purposes, channels)
-        return cls._create(
+        return create(
+            cls,
             cls.Published,
-            id=CATALOGUE_ID,
+            CATALOGUE_ID,
             version=version.strip(),
             effective_from=effective_from,
             announced_at=announced_at,

@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
 from domain.codes import CertificateField, Clause, LegalGround, PersonalItemKind, ProvisionCategory
+from domain.creation import create
 from domain.errors import InvalidCommand
 
 #: The CA is in Japan: a recipient elsewhere is a foreign recipient (APPI Art. 28).
@@ -149,9 +150,10 @@ class Provision(Aggregate):
         # under Art. 27(1) items (the 4.3 grounds). Those records are kept three years.
         personal = any(i["subject_id"] for i in checked_items)
         record_required = personal and checked_category is not ProvisionCategory.LEGAL
-        return cls._create(
+        return create(
+            cls,
             cls.Recorded,
-            id=provision_id,
+            provision_id,
             category=checked_category.value,
             legal_ground=ground,
             recipient={

@@ -7,6 +7,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
+from domain.creation import create
 from domain.identity import deterministic_id
 
 
@@ -43,9 +44,10 @@ class UpstreamReceipt(Aggregate):
         result_id: UUID | None,
         cause: Cause,
     ) -> UpstreamReceipt:
-        return cls._create(
+        return create(
+            cls,
             cls.Applied,
-            id=receipt_id(source_system, upstream_event_id),
+            receipt_id(source_system, upstream_event_id),
             command=command,
             fingerprint=fingerprint,
             result_id=result_id,

@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.cause import Cause
 from domain.codes import Clause, ProvisionCategory
+from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, LegalHoldActive, PolicyViolation
 
 CT_IRREVOCABLE = (
@@ -140,7 +141,7 @@ class DataSubject(Aggregate):
     def register(cls, *, subject_id: UUID, key_kind: str, cause: Cause) -> DataSubject:
         if key_kind not in {"email", "upstream"}:
             raise InvalidCommand("a subject key is an e-mail address or an upstream identifier")
-        return cls._create(cls.Registered, id=subject_id, key_kind=key_kind, cause=cause)
+        return create(cls, cls.Registered, subject_id, key_kind=key_kind, cause=cause)
 
     def appear_on(self, record_id: UUID, cause: Cause) -> None:
         """The subject's items are on this record or account, for the first time.
