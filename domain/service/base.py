@@ -146,6 +146,9 @@ def _sorted_fields_of(cls: type) -> tuple[tuple[str | None, str], ...] | None:
         return order
 
 
+_MEMBER_TEXT: dict[Enum, str] = {}
+
+
 def _canonical_text(value: Any, typed: bool = True) -> str:  # noqa: PLR0911 - one return per kind
     """``_FINGERPRINT_JSON.encode(_canonical(value, typed))``, written without making the form first.
 
@@ -166,6 +169,12 @@ def _canonical_text(value: Any, typed: bool = True) -> str:  # noqa: PLR0911 - o
         return "[" + ", ".join([_canonical_text(v, typed) for v in value]) + "]"
     order = _sorted_fields_of(kind)
     if order is None:
+        if isinstance(value, Enum):
+            # A personal item's kind, a channel: few members, written once each.
+            text = _MEMBER_TEXT.get(value)
+            if text is None:
+                text = _MEMBER_TEXT[value] = _FINGERPRINT_JSON.encode(_canonical(value, typed))
+            return text
         return _FINGERPRINT_JSON.encode(_canonical(value, typed))
     parts = []
     for name, key in order:
