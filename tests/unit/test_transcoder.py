@@ -84,6 +84,20 @@ def test_lists_of_text_and_mappings_of_text_take_the_short_way_to_the_same_bytes
     assert KIROKU.encode(state) == LIBRARY.encode(state)
 
 
+@given(st.lists(sealed, max_size=5), times, st.uuids(), optional_texts)
+def test_sealed_items_and_mappings_of_times_and_ids_take_the_short_way_to_the_same_bytes(
+    items: list[Sealed], at: datetime, subject_id: UUID, text: str | None
+) -> None:
+    state = {
+        "items": items,
+        "ct_log": {"log_id": text, "logged_at": at},
+        "provided": [{"item": "name", "subject_id": subject_id}, {"item": "sans", "subject_id": None}],
+        "changes": {"subject": {"id": subject_id, "at": at}, "items": items},
+        "mixed": [*items, at, subject_id, text, [text]],
+    }
+    assert KIROKU.encode(state) == LIBRARY.encode(state)
+
+
 def test_the_events_of_one_command_share_their_cause_text_and_another_cause_gets_its_own() -> None:
     first = Cause("ingest", "acme", datetime(2026, 1, 1, tzinfo=UTC), "e-1", "c-1", "acme.events/0/1")
     second = Cause("ingest", "acme", datetime(2026, 1, 1, tzinfo=UTC), "e-2", None, None)
