@@ -10,7 +10,15 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, Transcoding, UUIDAsHex
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    Transcoding,
+    UUIDAsHex,
+)
+from eventsourcing.utils import get_topic
 
 from domain.cause import Cause
 from domain.personal import Sealed
@@ -195,15 +203,24 @@ class KirokuTranscoder(JSONTranscoder):
     def encode(self, obj: Any) -> bytes:
         if type(obj) is not dict:
             return super().encode(obj)
+        return self._encode_state(obj, ())
+
+    def encode_event_state(self, state: dict[str, Any]) -> bytes:
+        """``encode`` of an event's attributes less its id and version (the mapper stores those apart)."""
+        return self._encode_state(state, _EVENT_IDS)
+
+    def _encode_state(self, obj: dict[Any, Any], leave_out: tuple[str, ...]) -> bytes:
         writers = self._writers or self._writers_now()
         keys = self._keys
         parts = []
         for key, value in obj.items():
+            if key in leave_out:
+                continue
             try:
                 name = keys[key]
             except (KeyError, TypeError):
                 if type(key) is not str:
-                    return super().encode(obj)
+                    return super().encode({k: v for k, v in obj.items() if k not in leave_out})
                 name = encode_basestring(key) + ":"
                 if len(keys) < 1024:  # the events' attribute names: a few dozen
                     keys[key] = name
@@ -217,3 +234,58 @@ class KirokuTranscoder(JSONTranscoder):
                 # A cause or sealed value holding something unusual: the library's way.
                 parts.append(name + self._nested(value))
         return ("{" + ",".join(parts) + "}").encode("utf8")
+
+
+# What the library's mapper takes out of an event's attributes into the stored event's columns.
+_EVENT_IDS = ("originator_id", "originator_version")
+
+
+class KirokuMapper(Mapper[UUID]):
+    """The library's mapper, storing an event's attributes without copying them first.
+
+    The library copies an event's attributes, takes out its id and version,
+    encodes the rest and builds the stored event through its frozen
+    dataclass's ``__init__``: 1-2 µs an event around the encoding. This writes
+    the attributes less those two straight from the event, and makes the
+    stored event with the same four fields. With a cipher or a compressor, or
+    for an event class that is not at its first version, it is the library's
+    way. A property test holds the two to equal stored events.
+    """
+
+    def __init__(self, transcoder: Any, compressor: Any = None, cipher: Any = None) -> None:
+        super().__init__(transcoder, compressor=compressor, cipher=cipher)
+        self._topics: dict[type, str | None] = {}
+
+    def _topic(self, cls: type) -> str | None:
+        """The class's topic, or None where the library's way is needed."""
+        try:
+            return self._topics[cls]
+        except KeyError:
+            plain = (
+                isinstance(self.transcoder, KirokuTranscoder)
+                and not self.compressor
+                and not self.cipher
+                and getattr(cls, "class_version", 1) == 1
+            )
+            topic = self._topics[cls] = get_topic(cls) if plain else None
+            return topic
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        topic = self._topic(type(domain_event))
+        if topic is None:
+            return super().to_stored_event(domain_event)
+        state = vars(domain_event)
+        assert isinstance(self.transcoder, KirokuTranscoder)
+        stored = object.__new__(StoredEvent)
+        # As the frozen dataclass's __init__ sets them, in one step.
+        object.__setattr__(
+            stored,
+            "__dict__",
+            {
+                "originator_id": state["originator_id"],
+                "originator_version": state["originator_version"],
+                "topic": topic,
+                "state": self.transcoder.encode_event_state(state),
+            },
+        )
+        return stored

@@ -38,6 +38,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     JSONTranscoder,
+    Mapper,
     OperationalError,
     ProcessRecorder,
     StoredEvent,
@@ -55,7 +56,7 @@ from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
 from domain.subject import DataSubject, NotedProvision
-from domain.transcodings import KirokuTranscoder, register_kiroku_transcodings
+from domain.transcodings import KirokuMapper, KirokuTranscoder, register_kiroku_transcodings
 
 _MAX_ATTEMPTS = 12
 
@@ -337,6 +338,10 @@ class LedgerBase(Application[UUID]):
         recorder = self.factory.process_recorder()
         assert isinstance(recorder, ApplicationRecorder)
         return recorder
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        # Stores events without copying their attributes first (domain/transcodings.py).
+        return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=KirokuMapper)
 
     def construct_transcoder(self) -> Transcoder:
         # Writes the same JSON as the library's transcoder, faster (domain/transcodings.py).

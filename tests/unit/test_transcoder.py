@@ -12,14 +12,22 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from eventsourcing.compressor import ZlibCompressor
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    UUIDAsHex,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain.cause import Cause
 from domain.codes import Channel, Purpose
 from domain.personal import Sealed
-from domain.transcodings import KirokuTranscoder, register_kiroku_transcodings
+from domain.subject import DataSubject
+from domain.transcodings import KirokuMapper, KirokuTranscoder, register_kiroku_transcodings
 from tests.helpers import scalar_values
 
 
@@ -96,6 +104,40 @@ def test_sealed_items_and_mappings_of_times_and_ids_take_the_short_way_to_the_sa
         "mixed": [*items, at, subject_id, text, [text]],
     }
     assert KIROKU.encode(state) == LIBRARY.encode(state)
+
+
+def _event(cls: type[Any], originator_id: UUID, version: int, state: dict[str, Any]) -> Any:
+    """An event of ``cls`` with these attributes, made as the library's mapper makes one it reads."""
+    event = object.__new__(cls)
+    attributes = {"originator_id": originator_id, "originator_version": version, **state}
+    object.__setattr__(event, "__dict__", attributes)
+    return event
+
+
+@settings(max_examples=300, deadline=None)
+@given(states, st.uuids(), st.integers(1, 2**40))
+def test_an_event_is_stored_as_the_librarys_mapper_stores_it(
+    state: dict[str, Any], originator_id: UUID, version: int
+) -> None:
+    event = _event(DataSubject.AppearedOn, originator_id, version, state)
+    ours = KirokuMapper(transcoder=KIROKU).to_stored_event(event)
+    assert ours == Mapper(transcoder=LIBRARY).to_stored_event(event)
+    assert (ours.originator_id, ours.originator_version) == (originator_id, version)
+
+
+def test_with_a_compressor_or_an_upcast_event_class_the_mapper_goes_the_librarys_way() -> None:
+    state = {"record_id": UUID(int=7), "purposes": ["P1"], "at": datetime(2026, 1, 1, tzinfo=UTC)}
+    event = _event(DataSubject.AppearedOn, UUID(int=1), 3, state)
+    compressed = KirokuMapper(transcoder=KIROKU, compressor=ZlibCompressor()).to_stored_event(event)
+    assert compressed == Mapper(transcoder=LIBRARY, compressor=ZlibCompressor()).to_stored_event(event)
+
+    class Upcast:  # an event class at its second version: the library adds the version to the state
+        class_version = 2
+
+    upcast = _event(Upcast, UUID(int=1), 3, state)
+    stored = KirokuMapper(transcoder=KIROKU).to_stored_event(upcast)
+    assert stored == Mapper(transcoder=LIBRARY).to_stored_event(upcast)
+    assert b'"class_version":2' in stored.state
 
 
 def test_the_events_of_one_command_share_their_cause_text_and_another_cause_gets_its_own() -> None:
