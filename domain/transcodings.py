@@ -144,10 +144,11 @@ class KirokuTranscoder(JSONTranscoder):
         self._writers = writers
         return writers
 
-    # A list or mapping is written here when every value in it is of a kind written
-    # here (a record's sealed items, a CT log's time); a value of any other kind sends
-    # the whole of it the library's way. So do a list's mappings and lists: the C
-    # encoder writes plain ones faster than Python (a provision's items).
+    # A list is written here when every value in it is of a kind written here (a
+    # record's sealed items); a value of any other kind sends the whole of it the
+    # library's way. So do its mappings and lists: the C encoder writes plain ones
+    # faster than Python (a provision's items). A mapping goes through the loop
+    # that writes an event's attributes (_members).
 
     def _list(self, values: list[Any]) -> str:
         writers = self._writers or self._writers_now()
@@ -161,18 +162,8 @@ class KirokuTranscoder(JSONTranscoder):
         return "[" + ",".join(parts) + "]"
 
     def _dict(self, mapping: dict[Any, Any]) -> str:
-        writers = self._writers or self._writers_now()
-        keys = self._keys
-        parts = []
-        for key, value in mapping.items():
-            writer = writers.get(type(value))
-            if writer is None or type(key) is not str:
-                return self._nested(mapping)
-            name = keys.get(key)
-            if name is None:
-                name = encode_basestring(key) + ":"
-            parts.append(name + writer(value))
-        return "{" + ",".join(parts) + "}"
+        text = self._members(mapping, (), nested=True)
+        return self._nested(mapping) if text is None else text
 
     def _cause(self, cause: Cause) -> str:
         last = self._last_cause  # one read: another thread may replace it meanwhile
@@ -210,22 +201,37 @@ class KirokuTranscoder(JSONTranscoder):
         return self._encode_state(state, _EVENT_IDS)
 
     def _encode_state(self, obj: dict[Any, Any], leave_out: tuple[str, ...]) -> bytes:
+        text = self._members(obj, leave_out, nested=False)
+        if text is None:
+            return super().encode({k: v for k, v in obj.items() if k not in leave_out})
+        return text.encode("utf8")
+
+    def _members(self, mapping: dict[Any, Any], leave_out: tuple[str, ...], *, nested: bool) -> str | None:
+        """A mapping as JSON text, each value by its writer; None for the library's way with all of it.
+
+        An event's attributes (not ``nested``): a value without a writer goes the
+        library's way alone, and the names' text is kept for next time (a few
+        dozen). A mapping inside a value (``nested``): one name that is not a str
+        or one value without a writer sends all of it to the C encoder, which
+        writes plain mappings faster than Python.
+        """
         writers = self._writers or self._writers_now()
         keys = self._keys
         parts = []
-        for key, value in obj.items():
+        for key, value in mapping.items():
             if key in leave_out:
                 continue
-            try:
-                name = keys[key]
-            except (KeyError, TypeError):
+            name = keys.get(key)
+            if name is None:
                 if type(key) is not str:
-                    return super().encode({k: v for k, v in obj.items() if k not in leave_out})
+                    return None
                 name = encode_basestring(key) + ":"
-                if len(keys) < 1024:  # the events' attribute names: a few dozen
+                if not nested and len(keys) < 1024:
                     keys[key] = name
             writer = writers.get(type(value))
             if writer is None:
+                if nested:
+                    return None
                 parts.append(name + self._nested(value))
                 continue
             try:
@@ -233,7 +239,7 @@ class KirokuTranscoder(JSONTranscoder):
             except (TypeError, AttributeError):
                 # A cause or sealed value holding something unusual: the library's way.
                 parts.append(name + self._nested(value))
-        return ("{" + ",".join(parts) + "}").encode("utf8")
+        return "{" + ",".join(parts) + "}"
 
 
 # What the library's mapper takes out of an event's attributes into the stored event's columns.
