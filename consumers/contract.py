@@ -20,6 +20,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from domain.quickinit import quick_init
+
 CONFLUENT_MAGIC = b"\x00"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 
@@ -51,6 +53,7 @@ class MalformedBody(UndecodableMessage):
     reason = "malformed body"
 
 
+@quick_init
 @dataclass(frozen=True)
 class SchemaVersion:
     """One version of one message type, parsed and ready to read and write."""
@@ -66,6 +69,7 @@ class SchemaVersion:
         return self.name.rsplit(".", 1)[-1]
 
 
+@quick_init
 @dataclass(frozen=True)
 class Decoded:
     """A message read from the wire: its type, the version it was written with, its fields."""

@@ -24,11 +24,13 @@ from domain.errors import InvalidCommand
 from domain.identity import SubjectKey
 from domain.policy import CATALOGUE_ID
 from domain.provision import CtSubmission, Recipient
+from domain.quickinit import quick_init
 from domain.receipt import receipt_id
 
 UPSTREAM = "jp.kiroku.upstream"
 
 
+@quick_init
 @dataclass(frozen=True)
 class Position:
     """Where a message was read: topic, partition and offset."""
@@ -221,6 +223,7 @@ TRANSLATIONS: dict[str, Callable[[Ledger, dict[str, Any], Cause], CommandResult]
 # What each message will read: a hint so a batch reads them all in one query ------------
 
 
+@quick_init
 @dataclass(frozen=True)
 class Reads:
     """The aggregates a message's command will read, and which of them are data subjects."""

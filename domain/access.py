@@ -10,8 +10,10 @@ from eventsourcing.domain import Aggregate
 from domain.cause import Cause
 from domain.creation import create
 from domain.errors import InvalidCommand
+from domain.quickinit import quicken_events
 
 
+@quicken_events
 class AccessRecord(Aggregate):
     """One response that showed personal data of these subjects to an actor."""
 

@@ -15,8 +15,10 @@ from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, PolicyViolation
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
+from domain.quickinit import quicken_events
 
 
+@quicken_events
 class AcmeAccount(Aggregate):
     """An account on the CA's ACME server, with its contact e-mail addresses."""
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.errors import InvalidCommand
+from domain.quickinit import quick_init
 
 _MAX_TEXT = 200
 
@@ -23,6 +24,7 @@ def _check_text(name: str, value: str | None, *, required: bool) -> None:
         raise InvalidCommand(f"cause: {name} must not contain a NUL character")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Cause:
     """Carried by every event: actor, source system, upstream ids and times.

@@ -17,6 +17,7 @@ from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, PolicyViolation
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
+from domain.quickinit import quick_init, quicken_events
 
 _SERIAL = re.compile(r"^[0-9a-f]{1,40}$")
 _ORG_FIELDS = frozenset({"name", "unit", "locality", "state", "country"})
@@ -34,6 +35,7 @@ _REVOCATION_REASONS = frozenset(
 )
 
 
+@quick_init
 @dataclass(frozen=True)
 class CertificateIdentity:
     """What identifies a certificate: names, serial when known, DV or OV."""
@@ -82,6 +84,7 @@ def check_organisation(value: object) -> dict[str, str] | None:
     return dict(sorted(checked.items()))
 
 
+@quicken_events
 class CertificateRecord(Aggregate):
     """One certificate's information, bound to the policy version it was collected under."""
 

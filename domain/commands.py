@@ -7,8 +7,10 @@ from uuid import UUID
 
 from domain.codes import PersonalItemKind
 from domain.identity import SubjectKey
+from domain.quickinit import quick_init
 
 
+@quick_init
 @dataclass(frozen=True)
 class PersonalItemInput:
     """A personal value of one data subject, in the clear, on its way to being sealed."""
@@ -21,6 +23,7 @@ class PersonalItemInput:
         return f"PersonalItemInput(subject={self.subject!r}, kind={self.kind!s}, value=<redacted>)"
 
 
+@quick_init
 @dataclass(frozen=True)
 class ProvidedItemInput:
     """An item provided to a third party: a subject's personal item or a certificate field."""
@@ -29,6 +32,7 @@ class ProvidedItemInput:
     subject: SubjectKey | UUID | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class CommandResult:
     """What a write returns.

@@ -12,6 +12,7 @@ from domain.cause import Cause
 from domain.codes import Clause, DisclosureFormat, DisclosureRefusalGround
 from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition
+from domain.quickinit import quicken_events
 
 RECEIVED = "received"
 VERIFICATION_REQUESTED = "verification-requested"
@@ -22,6 +23,7 @@ REFUSED = "refused"
 OPEN_STATES = frozenset({RECEIVED, VERIFICATION_REQUESTED, VERIFIED, VERIFICATION_FAILED})
 
 
+@quicken_events
 class DisclosureRequest(Aggregate):
     """received → verification requested → verified | failed → fulfilled | refused."""
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from uuid import UUID, SafeUUID
 
 from domain.errors import InvalidCommand
+from domain.quickinit import quick_init
 
 # Namespace for the non-secret deterministic ids (uuid5) of kiroku's aggregates.
 KIROKU_NAMESPACE = UUID("6b3c3f0e-2f53-5a57-9d1c-6b6972756b75")
@@ -35,6 +36,7 @@ def normalise_email(address: str) -> str:
     return normalised
 
 
+@quick_init
 @dataclass(frozen=True)
 class SubjectKey:
     """The natural key that identifies a data subject.

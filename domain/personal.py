@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domain.codes import PersonalItemKind
 from domain.errors import InvalidCommand
+from domain.quickinit import quick_init
 
 _NONCE = 12
 _MAX_VALUE = {
@@ -30,6 +31,7 @@ _MAX_VALUE = {
 }
 
 
+@quick_init
 @dataclass(frozen=True)
 class Sealed:
     """A personal value encrypted under a subject's key of one generation."""
@@ -50,6 +52,7 @@ class Sealed:
         return sealed
 
 
+@quick_init
 @dataclass(frozen=True)
 class Erased:
     """What a reader gets in place of a personal value whose key was destroyed."""

@@ -14,10 +14,12 @@ from domain.codes import Channel, Clause, Purpose
 from domain.creation import create
 from domain.errors import InvalidCommand, PolicyViolation
 from domain.identity import deterministic_id
+from domain.quickinit import quick_init, quicken_events
 
 CATALOGUE_ID = deterministic_id("policy-catalogue")
 
 
+@quick_init
 @dataclass(frozen=True)
 class PolicyVersion:
     """One version of the policy: what it allows, from when, and why it changed."""
@@ -61,6 +63,7 @@ def _check_catalogue(
     return dict(sorted(checked.items())), sorted(set(checked_channels))
 
 
+@quicken_events
 class PolicyCatalogue(Aggregate):
     """The policy's versions in order of taking effect; one per deployment."""
 

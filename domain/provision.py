@@ -15,6 +15,7 @@ from domain.cause import Cause
 from domain.codes import CertificateField, Clause, LegalGround, PersonalItemKind, ProvisionCategory
 from domain.creation import create
 from domain.errors import InvalidCommand
+from domain.quickinit import quick_init, quicken_events
 
 #: The CA is in Japan: a recipient elsewhere is a foreign recipient (APPI Art. 28).
 HOME_COUNTRY = "JP"
@@ -24,6 +25,7 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _UNSPECIFIED_MANY = frozenset({ProvisionCategory.VERIFIERS, ProvisionCategory.CT_LOG})
 
 
+@quick_init
 @dataclass(frozen=True)
 class Recipient:
     """Who received the information: an identifier, a name and a country (ISO 3166 alpha-2)."""
@@ -47,6 +49,7 @@ class Recipient:
         return self.country != HOME_COUNTRY
 
 
+@quick_init
 @dataclass(frozen=True)
 class ProvidedItem:
     """One item provided: a subject's personal item, or a certificate field (subject None)."""
@@ -55,6 +58,7 @@ class ProvidedItem:
     subject_id: UUID | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class CtSubmission:
     """§4.4: the CT log a (pre-)certificate went to and the log's timestamp."""
@@ -70,6 +74,7 @@ def add_years(moment: datetime, years: int) -> datetime:
         return moment.replace(year=moment.year + years, day=28)
 
 
+@quicken_events
 class Provision(Aggregate):
     """One act of provision to one recipient, with its basis and items."""
 

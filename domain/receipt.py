@@ -9,12 +9,14 @@ from eventsourcing.domain import Aggregate
 from domain.cause import Cause
 from domain.creation import create
 from domain.identity import deterministic_id
+from domain.quickinit import quicken_events
 
 
 def receipt_id(source_system: str, upstream_event_id: str) -> UUID:
     return deterministic_id("upstream-event", source_system, upstream_event_id)
 
 
+@quicken_events
 class UpstreamReceipt(Aggregate):
     """Says that an upstream event was applied, by which command, with what result.
 

@@ -28,6 +28,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.utils import get_topic, resolve_topic
 
+from domain.quickinit import quick_init
+
 #: Written into every snapshot. Raise it when an aggregate's attributes change
 #: (a new one, a renamed one, another type): snapshots of another format are
 #: ignored, so no aggregate is ever made from a state its class no longer has.
@@ -147,6 +149,7 @@ def restored(value: Any) -> Any:  # noqa: PLR0911, PLR0912 - one return per tag
     raise SnapshotStateError("a snapshot value has an unknown tag")
 
 
+@quick_init
 class KirokuSnapshot(Snapshot):
     """An aggregate's state at a version, written with :func:`plain`."""
 

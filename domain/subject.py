@@ -14,6 +14,7 @@ from domain.cause import Cause
 from domain.codes import Clause, ProvisionCategory
 from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, LegalHoldActive, PolicyViolation
+from domain.quickinit import quick_init, quicken_events
 
 CT_IRREVOCABLE = (
     "information already submitted to CT logs (4.4) is public in those logs and cannot be recalled; "
@@ -21,6 +22,7 @@ CT_IRREVOCABLE = (
 )
 
 
+@quick_init
 @dataclass(frozen=True)
 class LegalHold:
     """A retention obligation that blocks erasure until ``until``."""
@@ -30,6 +32,7 @@ class LegalHold:
     reference: str
 
 
+@quick_init
 @dataclass(frozen=True)
 class NotedProvision:
     """A provision the subject's data was in, as noted on the subject (``ProvisionNoted``)."""
@@ -49,6 +52,7 @@ class StopRequest:
     irrevocable: list[UUID] | None = None
 
 
+@quicken_events
 class DataSubject(Aggregate):
     """A person, known only by a keyed-hash id; their values live sealed in records.
 
