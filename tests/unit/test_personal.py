@@ -76,3 +76,39 @@ def test_a_bad_item_is_refused_without_echoing_its_value(kind: str, value: objec
         cipher.seal(uuid4(), 1, kind, value)  # type: ignore[arg-type]
     if isinstance(value, str) and value:
         assert value not in str(refused.value)
+
+
+def test_values_of_several_subjects_sealed_in_turn_each_open_with_their_own_key() -> None:
+    keys = InMemoryKeyRing()
+    cipher = PersonalDataCipher(keys)
+    subjects = [uuid4() for _ in range(3)]
+    turns = [0, 0, 1, 0, 2, 2, 1, 0, 1, 1]  # runs of one subject and changes between them
+    sealed = [cipher.seal(subjects[s], 1, "email", f"p{n}@example.jp") for n, s in enumerate(turns)]
+    # Opened by a cipher of its own: each value was sealed under its own subject's key.
+    reader = PersonalDataCipher(keys)
+    assert [reader.open(s) for s in sealed] == [f"p{n}@example.jp" for n in range(len(turns))]
+    assert [s.subject_id for s in sealed] == [subjects[s] for s in turns]
+    # And a generation is a key of its own.
+    newer = cipher.seal(subjects[0], 2, "email", "new@example.jp")
+    keys.keys[(subjects[0], 1)] = None
+    assert reader.open(newer) == "new@example.jp"
+    assert reader.open(sealed[0]) is ERASED
+
+
+class ShreddingKeyRing(InMemoryKeyRing):
+    """Refuses a destroyed key, as the real key ring does."""
+
+    def key_for(self, subject_id: UUID, generation: int) -> bytes:
+        if (subject_id, generation) in self.keys and self.keys[(subject_id, generation)] is None:
+            raise InvalidCommand("the subject's key was destroyed")
+        return super().key_for(subject_id, generation)
+
+
+def test_a_destroyed_key_seals_nothing_more_even_right_after_it_sealed() -> None:
+    keys = ShreddingKeyRing()
+    cipher = PersonalDataCipher(keys)
+    subject = uuid4()
+    cipher.seal(subject, 1, "name", "Alice")
+    keys.keys[(subject, 1)] = None
+    with pytest.raises(InvalidCommand, match="destroyed"):
+        cipher.seal(subject, 1, "email", "alice@example.jp")
