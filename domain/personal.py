@@ -109,13 +109,13 @@ class PersonalDataCipher:
 
     def __init__(self, keys: KeyRing) -> None:
         self.keys = keys
-        # The cipher of the key sealed with last: a person's items are sealed one after
-        # another with one key, and making an AESGCM costs more than sealing a short
-        # value with it. The key ring still decides each time whether the key may be
-        # used (a destroyed key is never handed out); only its bytes pick the cipher.
+        # The cipher of the key used last: a person's items are sealed (and opened) one
+        # after another with one key, and making an AESGCM costs more than sealing a
+        # short value with it. The key ring (or the caller's key read) still decides
+        # each time whether there is a key; only its bytes pick the cipher.
         self._last: tuple[bytes, AESGCM] | None = None
 
-    def _sealing_cipher(self, key: bytes) -> AESGCM:
+    def _cipher(self, key: bytes) -> AESGCM:
         last = self._last
         if last is not None and last[0] == key:
             return last[1]
@@ -128,7 +128,7 @@ class PersonalDataCipher:
         key = self.keys.key_for(subject_id, generation)
         nonce = os.urandom(_NONCE)
         aad = _aad(subject_id, generation, item_kind)
-        blob = nonce + self._sealing_cipher(key).encrypt(nonce, value.encode(), aad)
+        blob = nonce + self._cipher(key).encrypt(nonce, value.encode(), aad)
         return Sealed(subject_id, generation, item_kind.value, blob)
 
     def open_many(self, sealed: Iterable[Sealed]) -> list[Revealed]:
@@ -144,13 +144,14 @@ class PersonalDataCipher:
         """Opens a value with a key the caller read (``None``: destroyed, so erased)."""
         return self._open(sealed, key)
 
-    @staticmethod
-    def _open(sealed: Sealed, key: bytes | None) -> Revealed:
+    def _open(self, sealed: Sealed, key: bytes | None) -> Revealed:
         if key is None:
             return ERASED
         nonce, body = sealed.blob[:_NONCE], sealed.blob[_NONCE:]
         try:
-            plain = AESGCM(key).decrypt(nonce, body, _aad(sealed.subject_id, sealed.generation, sealed.kind))
+            plain = self._cipher(key).decrypt(
+                nonce, body, _aad(sealed.subject_id, sealed.generation, sealed.kind)
+            )
         except InvalidTag:
             # Tampered ciphertext (§8): a reader must not get a wrong value silently.
             raise ValueError(
