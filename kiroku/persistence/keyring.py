@@ -157,11 +157,11 @@ class PostgresKeyRing(_KeyTable):
             "ON CONFLICT (subject_id, generation) DO NOTHING"
         ).format(t=table)
         self._select_many = SQL(
-            "SELECT subject_id, generation, wrapped_key FROM {t} WHERE subject_id = ANY(%s)"
+            "SELECT subject_id, generation, wrapped_key FROM {t} WHERE subject_id = ANY(%b::uuid[])"
         ).format(t=table)
         self._select_pairs = SQL(
             "SELECT k.subject_id, k.generation, k.wrapped_key FROM {t} k "
-            "JOIN unnest(%s::uuid[], %s::integer[]) AS w(subject_id, generation) "
+            "JOIN unnest(%b::uuid[], %b::integer[]) AS w(subject_id, generation) "
             "USING (subject_id, generation)"
         ).format(t=table)
 

@@ -75,17 +75,17 @@ _FEW_READS = 8
 _SNAPSHOTS_AND_EVENTS_OF = (
     "WITH s AS (SELECT DISTINCT ON (originator_id) "
     "originator_id, originator_version, topic, state FROM {snapshots} "
-    "WHERE originator_id = ANY(%(fresh)s::uuid[]) "
+    "WHERE originator_id = ANY(%(fresh)b::uuid[]) "
     "ORDER BY originator_id, originator_version DESC) "
     "SELECT true AS snapshot, originator_id, originator_version, topic, state FROM s "
     "UNION ALL "
     "SELECT false, originator_id, originator_version, topic, state FROM {events} "
-    "WHERE originator_id = ANY(%(fresh)s::uuid[]) "
+    "WHERE originator_id = ANY(%(fresh)b::uuid[]) "
     "AND originator_id NOT IN (SELECT originator_id FROM s) "
     "UNION ALL "
     "SELECT false, e.originator_id, e.originator_version, e.topic, e.state FROM ("
     "SELECT originator_id, originator_version FROM s "
-    "UNION ALL SELECT * FROM unnest(%(known)s::uuid[], %(versions)s::bigint[])"
+    "UNION ALL SELECT * FROM unnest(%(known)b::uuid[], %(versions)b::bigint[])"
     ") AS w(originator_id, after_version) "
     "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state FROM {events} "
     "WHERE originator_id = w.originator_id AND originator_version > w.after_version) AS e "
@@ -161,11 +161,11 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         ).format(table=events_table)
         self._events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
         ).format(table=events_table)
         self._events_of_topics_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
-            "WHERE originator_id = ANY(%s) AND topic = ANY(%s) ORDER BY originator_id, originator_version"
+            "WHERE originator_id = ANY(%b::uuid[]) AND topic = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(table=events_table)
         # Aggregates read whole by id (as above), and those known up to a version by one
         # index scan each (LATERAL), whatever the planner knows of the table: a plain join
@@ -173,10 +173,10 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         # analysed (25 ms at 75,000 events, growing with the table).
         self._events_after_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
-            "WHERE originator_id = ANY(%s) "
+            "WHERE originator_id = ANY(%b::uuid[]) "
             "UNION ALL "
             "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM unnest(%s::uuid[], %s::bigint[]) AS w(originator_id, after_version) "
+            "FROM unnest(%b::uuid[], %b::bigint[]) AS w(originator_id, after_version) "
             "CROSS JOIN LATERAL (SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = w.originator_id AND originator_version > w.after_version) AS e "
             "ORDER BY 1, 2"
