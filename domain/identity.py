@@ -135,19 +135,32 @@ def blind_index(value: str, secret: bytes, purpose: str) -> str:
     return keyed_hash(secret).digest(message).hex()
 
 
+#: Ids made, by their parts: the same ids come up again and again in a batch (a message's
+#: prefetch and its command make each one, and a batch's records, accounts and receipts
+#: recur). Only ids of valid parts are kept; emptied when full.
+_IDS: dict[tuple[str, ...], UUID] = {}
+_MAX_IDS = 65536
+
+
 def deterministic_id(*parts: str) -> UUID:
     """A uuid5 in kiroku's namespace for non-personal natural keys (record refs, upstream ids)."""
+    try:
+        return _IDS[parts]
+    except (KeyError, TypeError):  # TypeError: an unhashable part, refused below
+        pass
     for part in parts:
         if not isinstance(part, str) or not part:
             raise InvalidCommand("an id part must be a non-empty string")
-    return _uuid5("\x00".join(parts))
+    made = _uuid5("\x00".join(parts))
+    if len(_IDS) >= _MAX_IDS:
+        _IDS.clear()
+    _IDS[parts] = made
+    return made
 
 
 _NAMESPACE_BYTES = KIROKU_NAMESPACE.bytes
 
 
-@functools.lru_cache(maxsize=65536)
 def _uuid5(name: str) -> UUID:
     """``uuid.uuid5(KIROKU_NAMESPACE, name)``, made without ``UUID.__init__``'s checks."""
-    # The same ids come up again and again in a batch (its records, accounts, receipts).
     return _uuid_of_digest(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest(), 5)  # noqa: S324 - uuid5 is SHA-1 by definition

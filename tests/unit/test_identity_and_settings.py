@@ -78,6 +78,15 @@ def test_deterministic_ids_are_uuid5_in_kirokus_namespace(parts: list[str]) -> N
     expected = uuid.uuid5(KIROKU_NAMESPACE, "\x00".join(parts))
     assert made == expected and made.int == expected.int and hash(made) == hash(expected)
     assert (made.version, made.variant, str(made)) == (5, uuid.RFC_4122, str(expected))
+    assert deterministic_id(*parts) == expected  # again, as remembered
+
+
+@pytest.mark.parametrize("parts", [("record", ""), ("record", 7), ("record", ["a"]), ("record", None)])
+def test_an_id_of_a_bad_part_is_refused_even_beside_remembered_ones(parts: tuple[object, ...]) -> None:
+    deterministic_id("record", "7")
+    deterministic_id("record", "a")
+    with pytest.raises(InvalidCommand, match="non-empty string"):
+        deterministic_id(*parts)  # type: ignore[arg-type]
 
 
 @given(st.text(min_size=1, max_size=60).filter(str.strip), st.binary(min_size=16, max_size=100))
