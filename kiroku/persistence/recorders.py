@@ -165,7 +165,8 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         ).format(table=events_table)
         self._events_of_topics_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
-            "WHERE originator_id = ANY(%b::uuid[]) AND topic = ANY(%s) ORDER BY originator_id, originator_version"
+            "WHERE originator_id = ANY(%b::uuid[]) AND topic = ANY(%s) "
+            "ORDER BY originator_id, originator_version"
         ).format(table=events_table)
         # Aggregates read whole by id (as above), and those known up to a version by one
         # index scan each (LATERAL), whatever the planner knows of the table: a plain join
