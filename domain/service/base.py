@@ -51,7 +51,7 @@ from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
-from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for
+from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for, uuid_order
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
@@ -674,7 +674,7 @@ class LedgerBase(Application[UUID]):
             known.update(restored)
             if unreadable:  # their events were read from the snapshot on: read them all
                 stored_events = [e for e in stored_events if UUID(str(e.originator_id)) not in unreadable]
-                stored_events += recorder.events_of(sorted(unreadable, key=str))
+                stored_events += recorder.events_of(sorted(unreadable, key=uuid_order))
         else:
             known.update(self._from_snapshots([i for i in aggregate_ids if i not in known]))
             after = [known[i].version if i in known else 0 for i in aggregate_ids]
@@ -682,7 +682,11 @@ class LedgerBase(Application[UUID]):
         start = [known.get(i) for i in aggregate_ids]
         by_id: dict[UUID, list[Any]] = {}
         for stored in stored_events:
-            by_id.setdefault(UUID(str(stored.originator_id)), []).append(stored)
+            # PostgreSQL gives UUIDs; SQLite gives their text.
+            originator = stored.originator_id
+            if type(originator) is not UUID:
+                originator = UUID(str(originator))
+            by_id.setdefault(originator, []).append(stored)
         found: dict[UUID, Aggregate | None] = {}
         for aggregate_id, earlier in zip(aggregate_ids, start, strict=True):
             events = by_id.get(aggregate_id)
