@@ -13,6 +13,7 @@ from domain.cause import Cause
 from domain.codes import Channel, Clause
 from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, PolicyViolation
+from domain.identity import uuid_order
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
 from domain.quickinit import quicken_events
@@ -116,7 +117,7 @@ class AcmeAccount(Aggregate):
 
     @property
     def subject_ids(self) -> list[UUID]:
-        return sorted({subject_id for subject_id, _ in self.items}, key=str)
+        return sorted({subject_id for subject_id, _ in self.items}, key=uuid_order)
 
     def update_contacts(
         self, *, channel: Channel | str, added: Sequence[Sealed], removed: Sequence[UUID], cause: Cause

@@ -15,6 +15,7 @@ from domain.cause import Cause
 from domain.codes import CertificateField, Channel, Clause, ProvisionCategory, ValidationLevel
 from domain.creation import create
 from domain.errors import InvalidCommand, InvalidTransition, PolicyViolation
+from domain.identity import uuid_order
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
 from domain.quickinit import quick_init, quicken_events
@@ -249,7 +250,7 @@ class CertificateRecord(Aggregate):
 
     @property
     def subject_ids(self) -> list[UUID]:
-        return sorted({subject_id for subject_id, _ in self.items}, key=str)
+        return sorted({subject_id for subject_id, _ in self.items}, key=uuid_order)
 
     def check_correction_channel(self, channel: Channel | str) -> Channel:
         """§6: through a designated operator for any record; through ACME only for ACME records."""

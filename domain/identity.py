@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from uuid import UUID, SafeUUID
 
 from domain.errors import InvalidCommand
 from domain.quickinit import quick_init
+
+#: The sort key that puts UUIDs in the order of their text (``key=str``) without writing
+#: the text: the canonical text is the 128-bit number in fixed-width hex.
+uuid_order = operator.attrgetter("int")
 
 # Namespace for the non-secret deterministic ids (uuid5) of kiroku's aggregates.
 KIROKU_NAMESPACE = UUID("6b3c3f0e-2f53-5a57-9d1c-6b6972756b75")

@@ -15,6 +15,7 @@ from domain.cause import Cause
 from domain.codes import CertificateField, Clause, LegalGround, PersonalItemKind, ProvisionCategory
 from domain.creation import create
 from domain.errors import InvalidCommand
+from domain.identity import uuid_order
 from domain.quickinit import quick_init, quicken_events
 
 #: The CA is in Japan: a recipient elsewhere is a foreign recipient (APPI Art. 28).
@@ -122,7 +123,7 @@ class Provision(Aggregate):
     @property
     def subject_ids(self) -> list[UUID]:
         ids = {UUID(str(i["subject_id"])) for i in self.items if i.get("subject_id")}
-        return sorted(ids, key=str)
+        return sorted(ids, key=uuid_order)
 
     @classmethod
     def record(

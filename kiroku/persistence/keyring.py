@@ -25,6 +25,7 @@ from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.sql import SQL
 
 from domain.errors import PersonalDataErased
+from domain.identity import uuid_order
 from kiroku.persistence.recorders import (
     KEYS_TABLE,
     KirokuPostgresRecorder,
@@ -110,7 +111,7 @@ class _KeyTable(ABC):
     def prepare(self, pairs: Iterable[tuple[UUID, int]]) -> None:
         with self._sealing_lock:
             # In a stable order, so two writers preparing overlapping keys cannot deadlock.
-            missing = sorted({p for p in pairs if p not in self._sealing}, key=lambda p: (str(p[0]), p[1]))
+            missing = sorted({p for p in pairs if p not in self._sealing}, key=lambda p: (p[0].int, p[1]))
         if not missing:
             return
         candidates = [(s, g, self.wrapper.wrap(s, g, AESGCM.generate_key(256))) for s, g in missing]
@@ -129,7 +130,8 @@ class _KeyTable(ABC):
         found: dict[tuple[UUID, int], bytes | None] = dict.fromkeys(wanted)
         if not wanted:
             return found
-        for subject_id, generation, wrapped in self._fetch_many(sorted({s for s, _ in wanted}, key=str)):
+        subject_ids = sorted({s for s, _ in wanted}, key=uuid_order)
+        for subject_id, generation, wrapped in self._fetch_many(subject_ids):
             if (subject_id, generation) in wanted and wrapped is not None:
                 found[(subject_id, generation)] = self.wrapper.unwrap(subject_id, generation, wrapped)
         return found

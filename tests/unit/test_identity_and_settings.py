@@ -23,6 +23,7 @@ from domain.identity import (
     blind_index,
     deterministic_id,
     subject_id_for,
+    uuid_order,
 )
 from kiroku.settings import Settings, SettingsError
 from tests.helpers import T0
@@ -179,3 +180,8 @@ def test_batch_processes_collect_garbage_in_larger_steps_and_leave_start_up_out(
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@given(st.lists(st.uuids(), max_size=30))
+def test_uuid_order_sorts_ids_as_their_text_sorts(ids: list[uuid.UUID]) -> None:
+    assert sorted(ids, key=uuid_order) == sorted(ids, key=str)
