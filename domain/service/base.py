@@ -60,6 +60,9 @@ from domain.transcodings import KirokuMapper, KirokuTranscoder, register_kiroku_
 
 _MAX_ATTEMPTS = 12
 
+#: Not in a batch's reads (None there means read and absent).
+_UNREAD: Any = object()
+
 A = TypeVar("A", bound=Aggregate)
 log = logging.getLogger("kiroku.ledger")
 E = TypeVar("E", bound=CanMutateAggregate[UUID])
@@ -558,13 +561,12 @@ class LedgerBase(Application[UUID]):
         batch = self._batch
         if batch is None:
             return self._read(aggregate_id)
-        aggregate: Aggregate | None
-        if aggregate_id in batch.aggregates:
-            aggregate = batch.aggregates[aggregate_id]
-        elif aggregate_id in batch.read:
-            aggregate = batch.read[aggregate_id]
-        else:
-            aggregate = batch.read[aggregate_id] = self._read_in_batch([aggregate_id])[aggregate_id]
+        # One look-up a dict where it can: hashing a UUID is a call into Python.
+        aggregate: Aggregate | None = batch.aggregates.get(aggregate_id)
+        if aggregate is None:
+            aggregate = batch.read.get(aggregate_id, _UNREAD)
+            if aggregate is _UNREAD:
+                aggregate = batch.read[aggregate_id] = self._read_in_batch([aggregate_id])[aggregate_id]
         if aggregate is not None:
             # Not copied: if the command is refused, what it changed is rolled back.
             batch.touched[aggregate_id] = aggregate
