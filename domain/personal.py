@@ -112,12 +112,13 @@ class PersonalDataCipher:
         # The cipher of the key used last: a person's items are sealed (and opened) one
         # after another with one key, and making an AESGCM costs more than sealing a
         # short value with it. The key ring (or the caller's key read) still decides
-        # each time whether there is a key; only its bytes pick the cipher.
+        # each time whether there is a key. The very same key object picks the cipher
+        # (the key ring hands out the one it keeps): no key material is compared.
         self._last: tuple[bytes, AESGCM] | None = None
 
     def _cipher(self, key: bytes) -> AESGCM:
         last = self._last
-        if last is not None and last[0] == key:
+        if last is not None and last[0] is key:
             return last[1]
         cipher = AESGCM(key)
         self._last = (key, cipher)
