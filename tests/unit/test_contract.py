@@ -16,11 +16,11 @@ import avro.io
 import avro.schema
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
-from fastavro.schema import to_parsing_canonical_form
+from fastavro.schema import parse_schema, to_parsing_canonical_form
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.contract import Contract, MalformedBody, UnknownFraming, UnknownSchema, _holds_nul
+from consumers.contract import Contract, MalformedBody, UnknownFraming, UnknownSchema, _has_map, _holds_nul
 
 CONTRACT = Contract.load()
 ACCOUNT = "jp.kiroku.upstream.acme.AccountRegistered"
@@ -252,3 +252,61 @@ _DECODED = st.recursive(
 @given(_DECODED)
 def test_the_nul_check_finds_a_nul_wherever_it_is(value: Any) -> None:
     assert _holds_nul(value) == _nul_anywhere(value)
+
+
+def _nul_in_values(value: Any) -> bool:
+    """The rule without names: a NUL in any text but a mapping's names."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_nul_in_values(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_nul_in_values(v) for v in value)
+    return False
+
+
+@given(_DECODED)
+def test_the_nul_check_without_names_finds_a_nul_in_any_value(value: Any) -> None:
+    assert _holds_nul(value, names=False) == _nul_in_values(value)
+
+
+_PROBE = "jp.kiroku.upstream.probe"
+_MAP = {"type": "map", "values": "string"}
+
+
+def _record(*fields: dict[str, Any], name: str = "Probe") -> dict[str, Any]:
+    return {"type": "record", "name": name, "namespace": _PROBE, "fields": list(fields)}
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        (_record({"name": "a", "type": "string"}), False),
+        (_record({"name": "a", "type": _MAP}), True),
+        (_record({"name": "a", "type": ["null", {"type": "map", "values": "long"}]}), True),
+        (_record({"name": "a", "type": {"type": "array", "items": _MAP}}), True),
+        (_record({"name": "inner", "type": _record({"name": "b", "type": _MAP}, name="In")}), True),
+    ],
+)
+def test_a_map_is_found_wherever_it_is_in_a_schema(schema: dict[str, Any], expected: bool) -> None:
+    assert _has_map(parse_schema(schema)) is expected
+
+
+def test_the_shipped_schemas_hold_no_map_so_names_are_not_checked() -> None:
+    assert CONTRACT.names_are_data is False
+
+
+def test_with_a_map_in_the_schemas_a_nul_in_its_names_is_refused() -> None:
+    name = f"{_PROBE}.Probe"
+    registry = {
+        "topics": {"probe.events": _PROBE},
+        "common": [],
+        "schemas": [{"id": 9001, "name": name, "version": 1, "file": "probe.avsc"}],
+    }
+    files = {"probe.avsc": json.dumps(_record({"name": "labels", "type": _MAP}))}
+    contract = Contract(registry, files.__getitem__)
+    assert contract.names_are_data is True
+    decoded = contract.decode(contract.encode_confluent(name, {"labels": {"ok": "x"}}))
+    assert decoded.record == {"labels": {"ok": "x"}}
+    with pytest.raises(MalformedBody, match="NUL character"):
+        contract.decode(contract.encode_confluent(name, {"labels": {"k\x00": "x"}}))
