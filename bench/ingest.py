@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from psycopg.sql import SQL, Identifier
 
 from bench.common import fresh_ledger, ingest_settings, peak_rss_mb, result_line, say
 from consumers.contract import Contract
@@ -65,19 +64,6 @@ def _peak_rss_mb(pid: int) -> float:
 _POLL_S = 0.05
 
 
-def _recorded(ledger: Any, ends: dict[str, int]) -> int:
-    """``recorded_messages(ledger, ends)`` in one statement: the tracking records of all streams."""
-    recorder = ledger.recorder
-    table = Identifier(recorder.datastore.schema, recorder.tracking_table_name)
-    statement = SQL(
-        "SELECT application_name, max(notification_id) AS position FROM {table} "
-        "WHERE application_name = ANY(%s) GROUP BY application_name"
-    ).format(table=table)
-    with recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-        cursor.execute(statement, (list(ends),))
-        return sum(row["position"] + 1 for row in cursor.fetchall())
-
-
 def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
     """Messages per second of ``processes`` `kiroku consume` processes in one group, and their peak RSS (MB).
 
@@ -105,9 +91,9 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
             first = 0
             while first == 0 and time.monotonic() < deadline:
                 time.sleep(_POLL_S)
-                first = _recorded(ledger, ends)
+                first = recorded_messages(ledger, ends)
             started = time.monotonic()
-            while _recorded(ledger, ends) < total and time.monotonic() < deadline:
+            while recorded_messages(ledger, ends) < total and time.monotonic() < deadline:
                 time.sleep(_POLL_S)
             elapsed = time.monotonic() - started
             if recorded_messages(ledger, ends) < total:

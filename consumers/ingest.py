@@ -133,11 +133,8 @@ def end_offsets(bootstrap_servers: str, topics: Sequence[str] = UPSTREAM_TOPICS)
 
 def recorded_messages(ledger: Ledger, streams: Iterable[str]) -> int:
     """How many messages of these streams lie at or before their recorded positions."""
-    done = 0
-    for stream in streams:
-        position = ledger.tracked_position(stream)
-        done += 0 if position is None else position + 1
-    return done
+    positions = ledger.tracked_positions(streams).values()
+    return sum(0 if position is None else position + 1 for position in positions)
 
 
 class _Positioning(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types

@@ -159,6 +159,10 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         self._ids_after_statement = SQL(
             "SELECT notification_id FROM {table} WHERE notification_id > %s ORDER BY notification_id"
         ).format(table=events_table)
+        self._max_tracking_ids_statement = SQL(
+            "SELECT application_name, max(notification_id) AS position FROM {table} "
+            "WHERE application_name = ANY(%s) GROUP BY application_name"
+        ).format(table=Identifier(self.datastore.schema, self.tracking_table_name))
         self._events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
@@ -237,6 +241,12 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
                 prepare=True,
             )
             return _stored_events(curs.fetchall())
+
+    def max_tracking_ids(self, application_names: Sequence[str]) -> dict[str, int]:
+        """``max_tracking_id`` of each of these names that has a tracking record, in one statement."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._max_tracking_ids_statement, (list(application_names),), prepare=True)
+            return {row["application_name"]: row["position"] for row in curs.fetchall()}
 
     def snapshots_and_events_of(
         self, snapshots_table: str, ids: Sequence[UUID], after: Sequence[int] | None = None

@@ -10,6 +10,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
+from consumers.ingest import recorded_messages
 from domain.account import AcmeAccount
 from domain.application import Ledger
 from domain.cause import Cause
@@ -18,7 +19,7 @@ from domain.commands import PersonalItemInput, ProvidedItemInput
 from domain.errors import DomainError, InvalidTransition, LegalHoldActive, NotFound, PolicyViolation
 from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient, add_years
-from domain.service.base import HasEventsOf
+from domain.service.base import HasEventsOf, HasMaxTrackingIds
 from domain.service.requests import ISSUANCE_RECORD_RETENTION_YEARS
 from kiroku.bootstrap import build_ledger
 from kiroku.settings import Settings
@@ -265,6 +266,25 @@ def test_a_batch_behind_the_recorded_position_is_refused_whole(ledger: Ledger) -
     account_id = ledger.acme_account_id("acme", "a2")
     with pytest.raises(DomainError):
         ledger.acme_account(account_id)
+
+
+def test_the_positions_of_several_streams_are_read_as_one_by_one(ledger: Ledger) -> None:
+    publish_policy(ledger)
+    for ref, stream, position in [
+        ("t1", "acme.events:0", 4),
+        ("t2", "acme.events:0", 9),
+        ("t3", "registrar.events:3", 2),
+    ]:
+        with ledger.batch() as batch:
+            register(ledger, ref=ref)
+            batch.commit(Tracking(stream, position))
+    streams = ["acme.events:0", "registrar.events:3", "acme.events:1", "acme.events:0"]
+    positions = ledger.tracked_positions(streams)
+    assert positions == {"acme.events:0": 9, "registrar.events:3": 2, "acme.events:1": None}
+    assert positions == {stream: ledger.tracked_position(stream) for stream in streams}
+    assert recorded_messages(ledger, ["acme.events:0", "registrar.events:3", "acme.events:1"]) == 10 + 3
+    # On PostgreSQL in one statement; SQLite's recorder asks stream by stream.
+    assert isinstance(ledger.recorder, HasMaxTrackingIds) is ("Postgres" in type(ledger.recorder).__name__)
 
 
 def _events_of(ledger: Ledger, ids: list[UUID], after: list[int] | None = None) -> list[StoredEvent]:
