@@ -194,6 +194,12 @@ def fingerprint_text(command: str, args: Any) -> str:
     return "[" + encode_basestring(command) + ", " + _canonical_text(args) + "]"
 
 
+def _originator(stored: StoredEvent) -> UUID:
+    """A stored event's aggregate id as a UUID: PostgreSQL gives one, SQLite its text."""
+    originator = stored.originator_id
+    return originator if type(originator) is UUID else UUID(str(originator))
+
+
 def replay(aggregate: Any, events: Iterable[Any]) -> Any:
     """An aggregate with these events applied in turn (None: from its creation).
 
@@ -480,7 +486,7 @@ class LedgerBase(Application[UUID]):
                 snapshot = self.mapper.to_domain_event(stored)
                 if not isinstance(snapshot, KirokuSnapshot) or not snapshot.readable:
                     # Written by other code (another format): the events are read instead.
-                    unreadable.add(UUID(str(stored.originator_id)))
+                    unreadable.add(_originator(stored))
                     continue
                 aggregate = snapshot.mutate(None)
             except (ValueError, TypeError, KeyError, TopicError) as exc:
@@ -490,7 +496,7 @@ class LedgerBase(Application[UUID]):
                     stored.originator_version,
                     type(exc).__name__,
                 )
-                unreadable.add(UUID(str(stored.originator_id)))
+                unreadable.add(_originator(stored))
                 continue
             found[aggregate.id] = aggregate
             self._note_snapshot(aggregate.id, aggregate.version)
@@ -693,7 +699,7 @@ class LedgerBase(Application[UUID]):
             restored, unreadable = self._restored(snapshots)
             known.update(restored)
             if unreadable:  # their events were read from the snapshot on: read them all
-                stored_events = [e for e in stored_events if UUID(str(e.originator_id)) not in unreadable]
+                stored_events = [e for e in stored_events if _originator(e) not in unreadable]
                 stored_events += recorder.events_of(sorted(unreadable, key=uuid_order))
         else:
             known.update(self._from_snapshots([i for i in aggregate_ids if i not in known]))
@@ -702,11 +708,7 @@ class LedgerBase(Application[UUID]):
         start = [known.get(i) for i in aggregate_ids]
         by_id: dict[UUID, list[Any]] = {}
         for stored in stored_events:
-            # PostgreSQL gives UUIDs; SQLite gives their text.
-            originator = stored.originator_id
-            if type(originator) is not UUID:
-                originator = UUID(str(originator))
-            by_id.setdefault(originator, []).append(stored)
+            by_id.setdefault(_originator(stored), []).append(stored)
         found: dict[UUID, Aggregate | None] = {}
         for aggregate_id, earlier in zip(aggregate_ids, start, strict=True):
             events = by_id.get(aggregate_id)
