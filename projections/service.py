@@ -164,7 +164,9 @@ class Projections:
     ) -> list[ViewStopped]:
         """Builds these new generations from the first event, in one pass; activates none of them.
 
-        A view that stops is taken out of ``building``; the stops are returned.
+        Each view's indexes that it does not read while it is built are made as
+        soon as its events are applied. A view that stops is taken out of
+        ``building`` and gets none; the stops are returned.
         """
         stops: list[ViewStopped] = []
         in_database = {n: g for n, g in building.items() if self.store.in_database(self.view(n))}
@@ -173,22 +175,33 @@ class Projections:
         parallel = 1 if isinstance(self.store, SQLiteViewStore) else max(len(building), 1)
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="rebuild") as workers:
             # A view applied in the database needs no event read here: its own worker
-            # walks the notification ids, while the others' pages are read and applied.
+            # walks the notification ids and then makes the view's indexes, while the
+            # others' pages are read and applied.
             ranges = {
-                name: workers.submit(self._rebuild_in_database, name, g) for name, g in in_database.items()
+                name: workers.submit(self._build_in_database, name, g) for name, g in in_database.items()
             }
             self._rebuild_pages(in_python, stops, workers, progress)
+            # The views applied here that did not stop (_rebuild_pages took those out):
+            # their indexes side by side, and beside a walk that may still be going on.
+            indexing = {
+                name: workers.submit(self.store.add_indexes, self.view(name), g)
+                for name, g in in_python.items()
+            }
             _gather(ranges, stops)
+            _gather(indexing, stops)
         for stop in stops:
             building.pop(stop.view, None)
-        for name, generation in building.items():
-            self.store.add_indexes(self.view(name), generation)
         return stops
 
     def new_generation(self, name: str) -> Generation:
         """A generation to rebuild the view in; indexes the view does not read come at the end."""
         view = self.view(name)
         return self.store.new_generation(view, only=view.indexes_applying_reads)
+
+    def _build_in_database(self, name: str, generation: Generation) -> None:
+        """A view applied in the database: every event so far, then the indexes it makes last."""
+        self._rebuild_in_database(name, generation)
+        self.store.add_indexes(self.view(name), generation)
 
     def _rebuild_in_database(self, name: str, generation: Generation) -> None:
         """Applies every event so far to a view applied in the database, a page of ids at a time.

@@ -408,6 +408,40 @@ def test_a_rebuilt_view_has_every_index_it_declares(pg_ledger: Ledger, clock: Fa
             assert found == declared, f"{name}.{table.name}"
 
 
+def test_a_build_indexes_each_view_that_did_not_stop_and_no_view_that_did(
+    pg_ledger: Ledger, clock: FakeClock
+) -> None:
+    """Each view's indexes are made as soon as its events are applied, before any view is activated."""
+    collect(pg_ledger, "before")
+    pg_ledger.recorder.insert_events(
+        [StoredEvent(uuid4(), 1, "domain.subject:DataSubject.StopDecided", b"{not json")]
+    )
+    collect(pg_ledger, "after")
+    projections = Projections(pg_ledger, page_size=2)
+    building = {name: projections.new_generation(name) for name in projections.views}
+    stops = projections.build(building)
+    stopped = {stop.view for stop in stops}
+    # Views that read that kind of event, applied here and in the database; and two that do not.
+    assert {"subjects", "audit_trail"} <= stopped
+    assert not {"certificates", "provision_ledger"} & stopped
+    assert set(building) == set(projections.views) - stopped
+    for name in projections.views:
+        view = projections.view(name)
+        [generation] = [g for g in projections.store.generations(name) if g.state == "building"]
+        for table in view.tables:
+            early = view.indexes_applying_reads
+            declared = [
+                tuple(table.primary_key),
+                *(
+                    tuple(index)
+                    for index in table.indexes
+                    if name in building or early is None or (table.name, *index) in early
+                ),
+            ]
+            found = indexed_columns(projections, f"kv_{name}_g{generation.generation}_{table.name}")
+            assert found == sorted(declared), f"{name}.{table.name}"
+
+
 def test_an_event_that_cannot_be_decoded_stops_a_rebuild_of_the_views_that_read_it_only(
     ledger: Ledger, clock: FakeClock
 ) -> None:
