@@ -15,7 +15,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="query: concurrent clients")
     parser.add_argument("--requests", type=int, default=100, help="query: requests per client")
     parser.add_argument("--api-workers", type=int, default=2, help="query: API worker processes")
-    parser.add_argument("--processes", type=int, default=2, help="ingest: kiroku consume processes")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="ingest: kiroku consume processes; rebuild: processes of its second timing (the first is one)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.benchmark == "query":
@@ -27,7 +32,7 @@ def main() -> None:
     elif args.benchmark == "history":
         history.main(args.events)
     else:
-        rebuild.main(args.events)
+        rebuild.main(args.events, args.processes)
 
 
 if __name__ == "__main__":
