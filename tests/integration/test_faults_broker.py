@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -57,3 +59,20 @@ def test_the_broker_unreachable_at_start_then_gone_mid_run(
     assert not worker.is_alive()
     recorded = receipts(pg_ledger)
     assert len(recorded) == len(set(recorded)) == len(messages)
+
+
+def test_the_embedded_broker_ignores_ctrl_c_and_stops_when_told() -> None:
+    """A terminal's Ctrl-C reaches the broker too: it must leave the stopping to ``kiroku run``."""
+    broker = TansuBroker().start()
+    try:
+        assert broker.process is not None
+        broker.process.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert broker.process.poll() is None, "the broker stopped on SIGINT"
+        socket.create_connection(("127.0.0.1", broker.port), timeout=2).close()
+        # The signal mask of the thread that started it is as it was.
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        process = broker.process
+    finally:
+        broker.stop()
+    assert process.poll() is not None

@@ -146,3 +146,52 @@ def test_the_api_alone_serves_from_several_workers_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     assert code == 0, log.read_text()[-2000:]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ctrl_c_in_a_terminal_stops_the_demo_service_cleanly(tmp_path: Path) -> None:
+    """``python3 dev.py run``, then Ctrl-C: SIGINT to every process of the foreground group at once.
+
+    The embedded broker must outlive the consumer leaving its group, and dev.py
+    must wait for kiroku rather than kill it: exit 0, no error, no traceback.
+    """
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "KIROKU_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
+    }
+    env.update({"KIROKU_DATA_DIR": str(tmp_path / "data"), "KIROKU_HTTP_PORT": str(port)})
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        # A group of its own, as a terminal's foreground job has.
+        process = subprocess.Popen(  # noqa: S603 - this checkout's dev.py
+            [sys.executable, str(ROOT / "dev.py"), "run"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def recorded() -> float:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.TransportError:
+                return 0.0
+            match = re.search(r'kiroku_ingest_messages_total\{outcome="recorded"\} (\d+)', text)
+            return float(match.group(1)) if match else 0.0
+
+        wait_for(lambda: recorded() >= 5, timeout=90, what="demo traffic to be recorded")
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=90)
+    text = log.read_text()
+    assert code == 0, text[-3000:]
+    assert "SIGINT: stopping" in text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert errors == [], "\n".join(errors[:10])
