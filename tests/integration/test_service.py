@@ -22,14 +22,20 @@ from tests.helpers import publish_policy
 from tests.integration.kafka_support import wait_for
 
 
-def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Path) -> None:
-    port = free_port()
+def embedded_env(tmp_path: Path, port: int) -> dict[str, str]:
+    """This environment without a database or broker set (the embedded default), data under tmp_path."""
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "KIROKU_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
     }
     env.update({"KIROKU_DATA_DIR": str(tmp_path / "data"), "KIROKU_HTTP_PORT": str(port)})
+    return env
+
+
+def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Path) -> None:
+    port = free_port()
+    env = embedded_env(tmp_path, port)
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -158,12 +164,7 @@ def test_ctrl_c_in_a_terminal_stops_the_demo_service_cleanly(tmp_path: Path) -> 
     must wait for kiroku rather than kill it: exit 0, no error, no traceback.
     """
     port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"DATABASE_URL", "KIROKU_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"}
-    }
-    env.update({"KIROKU_DATA_DIR": str(tmp_path / "data"), "KIROKU_HTTP_PORT": str(port)})
+    env = embedded_env(tmp_path, port)
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         # A group of its own, as a terminal's foreground job has.
