@@ -111,7 +111,9 @@ class _KeyTable(ABC):
     def prepare(self, pairs: Iterable[tuple[UUID, int]]) -> None:
         with self._sealing_lock:
             # In a stable order, so two writers preparing overlapping keys cannot deadlock.
-            missing = sorted({p for p in pairs if p not in self._sealing}, key=lambda p: (p[0].int, p[1]))
+            missing = sorted(
+                {p for p in pairs if p not in self._sealing}, key=lambda p: (uuid_order(p[0]), p[1])
+            )
         if not missing:
             return
         candidates = [(s, g, self.wrapper.wrap(s, g, AESGCM.generate_key(256))) for s, g in missing]
