@@ -230,14 +230,16 @@ def test_a_nul_character_in_any_text_is_malformed_and_not_echoed(where: str) -> 
     assert "example" not in str(raised.value) and "acct" not in str(raised.value)
 
 
-def _nul_anywhere(value: Any) -> bool:
-    """The rule, said plainly: a NUL in any text, a mapping's names included."""
+def _nul_anywhere(value: Any, *, names: bool = True) -> bool:
+    """The rule, said plainly: a NUL in any text, a mapping's names included if ``names``."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_nul_anywhere(k) or _nul_anywhere(v) for k, v in value.items())
+        return any(
+            (names and _nul_anywhere(k)) or _nul_anywhere(v, names=names) for k, v in value.items()
+        )
     if isinstance(value, list):
-        return any(_nul_anywhere(v) for v in value)
+        return any(_nul_anywhere(v, names=names) for v in value)
     return False
 
 
@@ -254,20 +256,9 @@ def test_the_nul_check_finds_a_nul_wherever_it_is(value: Any) -> None:
     assert _holds_nul(value) == _nul_anywhere(value)
 
 
-def _nul_in_values(value: Any) -> bool:
-    """The rule without names: a NUL in any text but a mapping's names."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_nul_in_values(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_nul_in_values(v) for v in value)
-    return False
-
-
 @given(_DECODED)
 def test_the_nul_check_without_names_finds_a_nul_in_any_value(value: Any) -> None:
-    assert _holds_nul(value, names=False) == _nul_in_values(value)
+    assert _holds_nul(value, names=False) == _nul_anywhere(value, names=False)
 
 
 _PROBE = "jp.kiroku.upstream.probe"
