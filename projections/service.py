@@ -29,7 +29,7 @@ from projections.sql import Rows, utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View, notified_page
 from projections.views import make_views
-from projections.views.subjects import ISSUANCE_HOLD_REASON
+from projections.views.subjects import ISSUANCE_HOLD_REASON, subject_ids_by
 
 log = logging.getLogger("kiroku.projections")
 
@@ -360,7 +360,7 @@ class Projections:
             raise ValueError("look up subjects by 'email' or 'name'")
         digest = self.ledger.lookup_digest(kind, value)
         rows = self.store.read(self.view("subjects"), "lookup", {"kind": kind, "digest": digest})
-        return sorted({UUID(r["subject_id"]) for r in rows}, key=str)
+        return subject_ids_by(rows)
 
     def rows(self, name: str, table: str, where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return self.store.read(self.view(name), table, where or {})

@@ -268,4 +268,5 @@ class Subjects(View):
 
 
 def subject_ids_by(rows: list[dict[str, Any]]) -> list[UUID]:
+    """The distinct subjects of look-up rows, in a stable order (by their text)."""
     return sorted({UUID(r["subject_id"]) for r in rows}, key=str)
