@@ -37,6 +37,7 @@ def _without_interrupts(command: list[str]) -> subprocess.Popen[bytes]:
     signal mask of the thread that starts it across ``exec``; the mask is
     this thread's again right after.
     """
+
     def spawn() -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 - a fixed binary from an installed wheel
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

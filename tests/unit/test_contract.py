@@ -235,9 +235,7 @@ def _nul_anywhere(value: Any, *, names: bool = True) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(
-            (names and _nul_anywhere(k)) or _nul_anywhere(v, names=names) for k, v in value.items()
-        )
+        return any((names and _nul_anywhere(k)) or _nul_anywhere(v, names=names) for k, v in value.items())
     if isinstance(value, list):
         return any(_nul_anywhere(v, names=names) for v in value)
     return False
