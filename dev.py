@@ -2,7 +2,7 @@
 """Sets up kiroku's virtual environment and runs the service or the checks.
 
     python3 dev.py run [kiroku run options]   the service on the embedded default, with demo traffic
-    python3 dev.py test [pytest options]      ruff, mypy --strict and the whole test suite
+    python3 dev.py test [pytest options]      ruff (lint and format), mypy --strict and the whole test suite
 
 Needs only Python 3.11+; the first call creates ``.venv`` and installs
 everything into it, later calls reinstall only when ``pyproject.toml`` changed.
@@ -61,6 +61,7 @@ def main(argv: list[str]) -> int:
         return _call(str(BIN / "kiroku"), "run", *(argv[1:] or ["--demo"]))
     for check in (
         (str(BIN / "ruff"), "check", "."),
+        (str(BIN / "ruff"), "format", "--check", "."),
         (str(BIN / "mypy")),
     ):
         code = _call(*((check,) if isinstance(check, str) else check))
