@@ -199,15 +199,11 @@ class Projections:
         return self.store.new_generation(view, only=view.indexes_applying_reads)
 
     def _build_in_database(self, name: str, generation: Generation) -> None:
-        """A view applied in the database: every event so far, then the indexes it makes last."""
-        self._rebuild_in_database(name, generation)
-        self.store.add_indexes(self.view(name), generation)
-
-    def _rebuild_in_database(self, name: str, generation: Generation) -> None:
-        """Applies every event so far to a view applied in the database, a page of ids at a time.
+        """A view applied in the database: every event so far, a page of ids at a time, then its indexes.
 
         Should the view's statement fail on a page, the page's events of the kinds
-        the view reads are read for its Python ``apply``.
+        the view reads are read for its Python ``apply``. The indexes it does not
+        read while it is built are made last.
         """
         view = self.view(name)
         for first, last in self._id_pages():
@@ -217,6 +213,7 @@ class Projections:
                 return notified_page(stored, self.ledger.mapper)
 
             self.store.apply_range(view, generation, first, last, page)
+        self.store.add_indexes(view, generation)
 
     def _id_pages(self) -> Iterator[tuple[int, int]]:
         """Notification ids ``page_size`` at a time, from 1 to the last one there is when the walk gets there.
