@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -14,6 +15,8 @@ from domain.cause import Cause
 from domain.personal import Sealed
 from domain.policy import PolicyVersion
 
+#: The checkout the tests run from.
+ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2024, 6, 1, 9, 0, tzinfo=UTC)
 ALL_PURPOSES = {f"P{i}": f"purpose {i}" for i in range(1, 9)}
 ALL_CHANNELS = ["C1", "C2", "C3", "C4"]

@@ -31,8 +31,7 @@ import yaml
 from api.routes_ops import router as ops_router
 from kiroku.cli import build_parser
 from kiroku.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 def _dockerfile() -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ from kiroku.bootstrap import build_ledger
 from kiroku.broker import free_port
 from kiroku.settings import Settings
 from projections.service import Projections
-from tests.helpers import publish_policy
+from tests.helpers import ROOT, publish_policy
 from tests.integration.kafka_support import wait_for
 
 
@@ -152,9 +152,6 @@ def test_the_api_alone_serves_from_several_workers_and_stops_on_sigterm(
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
     assert code == 0, log.read_text()[-2000:]
-
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ctrl_c_in_a_terminal_stops_the_demo_service_cleanly(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import struct
 import uuid
 from datetime import UTC, datetime
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import avro.io
@@ -21,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumers.contract import Contract, MalformedBody, UnknownFraming, UnknownSchema, _has_map, _holds_nul
+from tests.helpers import ROOT
 
 CONTRACT = Contract.load()
 ACCOUNT = "jp.kiroku.upstream.acme.AccountRegistered"
@@ -201,7 +201,7 @@ def test_trailing_bytes_are_malformed() -> None:
 
 
 def test_the_readme_table_of_schema_ids_and_fingerprints_is_true() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(\w+)` \| (\d+) \| (\d+) \| `([0-9a-f]{16})` \|", readme, flags=re.MULTILINE)
     documented = {(name, int(version), int(sid), fp) for name, version, sid, fp in rows}
     actual = {(v.short_name, v.version, v.schema_id, v.fingerprint.hex()) for v in CONTRACT.by_id.values()}
