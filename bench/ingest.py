@@ -69,7 +69,10 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
 
     Timed from the first batch recorded (the group's joins are left out) until
     every message is recorded, read from the tracking records in the store; the
-    messages of that first batch are not counted.
+    messages of that first batch are not counted. Where the first look already
+    finds every message recorded (a few hundred messages), nothing is left to
+    time that way, and the rate is taken from the processes' start instead
+    (start-up and joins included, so lower).
     """
     env: dict[str, str] = {}
     with fresh_ledger(env) as ledger:
@@ -77,6 +80,7 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
         total = sum(ends.values())
         group = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KIROKU_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}"}
         command = [sys.executable, "-m", "kiroku.cli", "consume", "--session-timeout-ms", "6000"]
+        spawned = time.monotonic()
         children = [
             subprocess.Popen(  # noqa: S603 - a fixed command of this repository
                 command,
@@ -98,6 +102,9 @@ def in_processes(bootstrap: str, processes: int) -> tuple[float, float]:
             elapsed = time.monotonic() - started
             if recorded_messages(ledger, ends) < total:
                 raise RuntimeError("the consumer processes did not record every message within 600 s")
+            if first >= total:
+                say("  every message was recorded in the first batches: timed from the processes' start")
+                first, elapsed = 0, time.monotonic() - spawned
             rss = max(_peak_rss_mb(child.pid) for child in children)
         finally:
             for child in children:

@@ -22,6 +22,7 @@ import logging
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,14 +119,33 @@ def stream_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def end_offsets(bootstrap_servers: str, topics: Sequence[str] = UPSTREAM_TOPICS) -> dict[str, int]:
-    """Each partition's end offset on the broker, by the name of its tracking record."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+def end_offsets(
+    bootstrap_servers: str, topics: Sequence[str] = UPSTREAM_TOPICS, *, timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Each partition's end offset (its high watermark) on the broker, by the name of its tracking record.
+
+    Not ``KafkaConsumer.end_offsets`` alone: Tansu answers ListOffsets(latest)
+    with the base offset of the partition's last record batch plus one, short by
+    the rest of that batch (7 records sent in one batch after 10 alone: 11, not
+    17). The high watermark a fetch response carries is right on Tansu as on
+    Kafka, so each partition is fetched from just before the listed end and the
+    larger of the two kept.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     try:
         partitions = [
             TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])
         ]
-        ends: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+        listed: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, max(listed[tp] - 1, 0))
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fetch gave every partition's high watermark in {timeout_s} s")
+            consumer.poll(timeout_ms=200, max_records=1)
+        ends = {tp: max(listed[tp], consumer.highwater(tp)) for tp in partitions}
     finally:
         consumer.close()
     return {stream_name(tp.topic, tp.partition): offset for tp, offset in ends.items()}

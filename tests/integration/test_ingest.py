@@ -14,12 +14,13 @@ from uuid import UUID
 import avro.io
 import avro.schema
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract
-from consumers.ingest import Ingest
+from consumers.ingest import Ingest, end_offsets
 from consumers.synthetic import Traffic
+from consumers.topics import create_topics
 from domain.application import Ledger
 from domain.codes import ProvisionCategory
 from domain.identity import SubjectKey
@@ -260,3 +261,23 @@ def test_kafka_offsets_reset_ahead_skip_nothing(kafka: str, pg_ledger: Ledger) -
         wait_for(lambda: handled(again.counters) >= len(second), what="the second messages")
     recorded = receipts(pg_ledger)
     assert len(recorded) == len(set(recorded)) == len(first) + len(second)
+
+
+def test_end_offsets_count_every_record_of_a_batched_partition(kafka: str) -> None:
+    """Tansu lists a partition's end as its last batch's base offset + 1; end_offsets must not."""
+    topic = f"ends-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka, [topic])
+    alone = KafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=0)
+    for _ in range(10):
+        alone.send(topic, value=b"alone", partition=0).get(timeout=10)
+    alone.close()
+    batched = KafkaProducer(bootstrap_servers=kafka, acks="all", linger_ms=200)
+    sent = [batched.send(topic, value=b"batched", partition=p) for p in (0, 0, 0, 0, 0, 0, 0, 1, 1)]
+    batched.flush()
+    batched.close()
+    last: dict[int, int] = {}
+    for future in sent:
+        metadata = future.get(timeout=10)
+        last[metadata.partition] = max(last.get(metadata.partition, -1), metadata.offset)
+    assert last == {0: 16, 1: 1}
+    assert end_offsets(kafka, [topic]) == {f"{topic}:0": 17, f"{topic}:1": 2, f"{topic}:2": 0}
