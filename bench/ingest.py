@@ -47,6 +47,13 @@ def ceiling(bootstrap: str, count: int, contract: Contract) -> float:
     return count / (time.monotonic() - started)
 
 
+#: The ceiling is timed this many times (before kiroku, between its two phases, after
+#: them) and the fastest kept. One pass reads 20,000 messages in about a second, and on
+#: this machine passes minutes apart differed by up to half: a slow pass made kiroku's
+#: ratio look better than it was. The fastest pass is the conservative ceiling.
+CEILING_PASSES = 3
+
+
 def _peak_rss_mb(pid: int) -> float:
     """A live process's peak resident set (VmHWM), in MB; 0 where /proc does not tell."""
     try:
@@ -126,9 +133,16 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
             producer.send(message.topic, key=message.key, value=message.value)
         producer.flush()
         producer.close()
-        say("ceiling: a plain consumer reading and decoding every message")
-        ceiling_rate = ceiling(broker.bootstrap_servers, events, contract)
-        say(f"  {ceiling_rate:,.0f} messages/s")
+        passes: list[float] = []
+
+        def ceiling_pass() -> None:
+            say(
+                f"ceiling, pass {len(passes) + 1} of {CEILING_PASSES}: a plain consumer, reading and decoding"
+            )
+            passes.append(ceiling(broker.bootstrap_servers, events, contract))
+            say(f"  {passes[-1]:,.0f} messages/s")
+
+        ceiling_pass()
         with fresh_ledger() as ledger:
             ingest = Ingest(ledger, ingest_settings(broker.bootstrap_servers), contract=contract)
             thread = threading.Thread(target=ingest.run)
@@ -148,13 +162,18 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
             kiroku_rate = events / elapsed
             stored, dead = ledger.recorder.max_notification_id(), ingest.counters.dead_letters
             say(f"kiroku: {kiroku_rate:,.0f} messages/s into PostgreSQL ({stored} events, {dead} dead)")
+        ceiling_pass()
         say(f"kiroku in {processes} processes (kiroku consume, one consumer group), into a fresh store")
         group_rate, group_rss = in_processes(broker.bootstrap_servers, processes)
         say(f"  {group_rate:,.0f} messages/s")
+        while len(passes) < CEILING_PASSES:
+            ceiling_pass()
+    ceiling_rate = max(passes)
     return {
         "bench": "ingest",
         "events": events,
         "ceiling_per_s": round(ceiling_rate, 1),
+        "ceiling_passes_per_s": [round(rate, 1) for rate in passes],
         "kiroku_per_s": round(kiroku_rate, 1),
         "ratio": round(kiroku_rate / ceiling_rate, 3),
         "peak_rss_mb": peak_rss_mb(),

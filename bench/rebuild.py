@@ -35,10 +35,15 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
         settle(ledger)  # otherwise autovacuum starts on the new rows in the middle of the timing
         projections = Projections(ledger, page_size=2000)
         tune_gc_for_batches()  # as `kiroku projections rebuild` does, for the ceiling and kiroku alike
-        started = time.monotonic()
-        read = read_all(projections, 2000)
-        ceiling_rate = read / (time.monotonic() - started)
-        say(f"ceiling: {ceiling_rate:,.0f} events/s read and decoded")
+        passes: list[float] = []
+
+        def ceiling_pass() -> None:
+            started = time.monotonic()
+            read = read_all(projections, 2000)
+            passes.append(read / (time.monotonic() - started))
+            say(f"ceiling, pass {len(passes)} of 2: {passes[-1]:,.0f} events/s read and decoded")
+
+        ceiling_pass()
         say("rebuilding every view in one pass over the events, in one process (kiroku projections rebuild)")
         started = time.monotonic()
         projections.rebuild_views()
@@ -55,11 +60,15 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
             projections.rebuild(name)
             per_view[name] = round(stored / (time.monotonic() - view_started), 1)
             say(f"  {name} alone: {per_view[name]:,.0f} events/s")
+        ceiling_pass()
+    # The faster pass: a slow one (the machine's speed drifts) would flatter the ratio.
+    ceiling_rate = max(passes)
     return {
         "bench": "rebuild",
         "events": stored,
         "events_per_s": round(rate, 1),
         "ceiling_per_s": round(ceiling_rate, 1),
+        "ceiling_passes_per_s": [round(rate, 1) for rate in passes],
         "ratio": round(rate / ceiling_rate, 3),
         "processes": processes,
         "processes_events_per_s": round(in_processes, 1),
