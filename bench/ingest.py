@@ -14,7 +14,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from bench.common import fresh_ledger, ingest_settings, peak_rss_mb, result_line, say
+from bench.common import Ceiling, fresh_ledger, ingest_settings, peak_rss_mb, result_line, say
 from consumers.contract import Contract
 from consumers.ingest import Ingest, end_offsets, recorded_messages
 from consumers.synthetic import Traffic
@@ -45,13 +45,6 @@ def ceiling(bootstrap: str, count: int, contract: Contract) -> float:
     consumer.close()
     assert started is not None
     return count / (time.monotonic() - started)
-
-
-#: The ceiling is timed this many times (before kiroku, between its two phases, after
-#: them) and the fastest kept. One pass reads 20,000 messages in about a second, and on
-#: this machine passes minutes apart differed by up to half: a slow pass made kiroku's
-#: ratio look better than it was. The fastest pass is the conservative ceiling.
-CEILING_PASSES = 3
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -133,16 +126,10 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
             producer.send(message.topic, key=message.key, value=message.value)
         producer.flush()
         producer.close()
-        passes: list[float] = []
-
-        def ceiling_pass() -> None:
-            say(
-                f"ceiling, pass {len(passes) + 1} of {CEILING_PASSES}: a plain consumer, reading and decoding"
-            )
-            passes.append(ceiling(broker.bootstrap_servers, events, contract))
-            say(f"  {passes[-1]:,.0f} messages/s")
-
-        ceiling_pass()
+        # A plain consumer reading and decoding every message: before kiroku, between its
+        # two phases and after them (one pass takes about a second at 20,000 messages).
+        top = Ceiling(3, lambda: ceiling(broker.bootstrap_servers, events, contract), "messages")
+        top.time()
         with fresh_ledger() as ledger:
             ingest = Ingest(ledger, ingest_settings(broker.bootstrap_servers), contract=contract)
             thread = threading.Thread(target=ingest.run)
@@ -162,24 +149,21 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
             kiroku_rate = events / elapsed
             stored, dead = ledger.recorder.max_notification_id(), ingest.counters.dead_letters
             say(f"kiroku: {kiroku_rate:,.0f} messages/s into PostgreSQL ({stored} events, {dead} dead)")
-        ceiling_pass()
+        top.time()
         say(f"kiroku in {processes} processes (kiroku consume, one consumer group), into a fresh store")
         group_rate, group_rss = in_processes(broker.bootstrap_servers, processes)
         say(f"  {group_rate:,.0f} messages/s")
-        while len(passes) < CEILING_PASSES:
-            ceiling_pass()
-    ceiling_rate = max(passes)
+        top.time()
     return {
         "bench": "ingest",
         "events": events,
-        "ceiling_per_s": round(ceiling_rate, 1),
-        "ceiling_passes_per_s": [round(rate, 1) for rate in passes],
+        **top.figures(),
         "kiroku_per_s": round(kiroku_rate, 1),
-        "ratio": round(kiroku_rate / ceiling_rate, 3),
+        "ratio": round(kiroku_rate / top.rate, 3),
         "peak_rss_mb": peak_rss_mb(),
         "processes": processes,
         "processes_per_s": round(group_rate, 1),
-        "processes_ratio": round(group_rate / ceiling_rate, 3),
+        "processes_ratio": round(group_rate / top.rate, 3),
         "processes_peak_rss_mb_each": group_rss,
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.common import fresh_ledger, result_line, say, seed, settle
+from bench.common import Ceiling, fresh_ledger, result_line, say, seed, settle
 from kiroku.rebuild import rebuild_in_processes
 from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
@@ -26,6 +26,12 @@ def read_all(projections: Projections, page: int) -> int:
         after = notifications[-1].id
 
 
+def read_rate(projections: Projections, page: int) -> float:
+    """Events per second ``read_all`` reads and decodes."""
+    started = time.monotonic()
+    return read_all(projections, page) / (time.monotonic() - started)
+
+
 def run(events: int, processes: int = 2) -> dict[str, Any]:
     env: dict[str, str] = {}
     with fresh_ledger(env) as ledger:
@@ -35,15 +41,9 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
         settle(ledger)  # otherwise autovacuum starts on the new rows in the middle of the timing
         projections = Projections(ledger, page_size=2000)
         tune_gc_for_batches()  # as `kiroku projections rebuild` does, for the ceiling and kiroku alike
-        passes: list[float] = []
-
-        def ceiling_pass() -> None:
-            started = time.monotonic()
-            read = read_all(projections, 2000)
-            passes.append(read / (time.monotonic() - started))
-            say(f"ceiling, pass {len(passes)} of 2: {passes[-1]:,.0f} events/s read and decoded")
-
-        ceiling_pass()
+        # The events read and decoded, before the rebuilds and after them.
+        top = Ceiling(2, lambda: read_rate(projections, 2000), "events")
+        top.time()
         say("rebuilding every view in one pass over the events, in one process (kiroku projections rebuild)")
         started = time.monotonic()
         projections.rebuild_views()
@@ -60,19 +60,16 @@ def run(events: int, processes: int = 2) -> dict[str, Any]:
             projections.rebuild(name)
             per_view[name] = round(stored / (time.monotonic() - view_started), 1)
             say(f"  {name} alone: {per_view[name]:,.0f} events/s")
-        ceiling_pass()
-    # The faster pass: a slow one (the machine's speed drifts) would flatter the ratio.
-    ceiling_rate = max(passes)
+        top.time()
     return {
         "bench": "rebuild",
         "events": stored,
         "events_per_s": round(rate, 1),
-        "ceiling_per_s": round(ceiling_rate, 1),
-        "ceiling_passes_per_s": [round(rate, 1) for rate in passes],
-        "ratio": round(rate / ceiling_rate, 3),
+        **top.figures(),
+        "ratio": round(rate / top.rate, 3),
         "processes": processes,
         "processes_events_per_s": round(in_processes, 1),
-        "processes_ratio": round(in_processes / ceiling_rate, 3),
+        "processes_ratio": round(in_processes / top.rate, 3),
         "per_view_events_per_s": per_view,
     }
 
