@@ -16,7 +16,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from bench.common import Ceiling, fresh_ledger, ingest_settings, peak_rss_mb, result_line, say
 from consumers.contract import Contract
-from consumers.ingest import Ingest, end_offsets, recorded_messages
+from consumers.ingest import Ingest
+from consumers.lag import end_offsets, recorded_messages
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
 from kiroku.broker import TansuBroker

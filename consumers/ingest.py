@@ -22,8 +22,7 @@ import logging
 import random
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
-from consumers.topics import UPSTREAM_TOPICS
+from consumers.lag import stream_name
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from domain.errors import DomainError
@@ -112,49 +111,6 @@ class DeadLetter:
         if clause:
             headers.append(("kiroku.error.clause", str(clause).encode()))
         return [*headers, *((k, v) for k, v in (self.record.headers or []) if not k.startswith("kiroku."))]
-
-
-def stream_name(topic: str, partition: int) -> str:
-    """The tracking record's name for a topic partition."""
-    return f"{topic}:{partition}"
-
-
-def end_offsets(
-    bootstrap_servers: str, topics: Sequence[str] = UPSTREAM_TOPICS, *, timeout_s: float = 30.0
-) -> dict[str, int]:
-    """Each partition's end offset (its high watermark) on the broker, by the name of its tracking record.
-
-    Not ``KafkaConsumer.end_offsets`` alone: Tansu answers ListOffsets(latest)
-    with the base offset of the partition's last record batch plus one, short by
-    the rest of that batch (7 records sent in one batch after 10 alone: 11, not
-    17). The high watermark a fetch response carries is right on Tansu as on
-    Kafka, so each partition is fetched from just before the listed end and the
-    larger of the two kept.
-    """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])
-        ]
-        listed: dict[TopicPartition, int] = consumer.end_offsets(partitions)
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, max(listed[tp] - 1, 0))
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.highwater(tp) is None for tp in partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no fetch gave every partition's high watermark in {timeout_s} s")
-            consumer.poll(timeout_ms=200, max_records=1)
-        ends = {tp: max(listed[tp], consumer.highwater(tp)) for tp in partitions}
-    finally:
-        consumer.close()
-    return {stream_name(tp.topic, tp.partition): offset for tp, offset in ends.items()}
-
-
-def recorded_messages(ledger: Ledger, streams: Iterable[str]) -> int:
-    """How many messages of these streams lie at or before their recorded positions."""
-    positions = ledger.tracked_positions(streams).values()
-    return sum(0 if position is None else position + 1 for position in positions)
 
 
 class _Positioning(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types

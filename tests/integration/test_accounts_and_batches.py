@@ -10,7 +10,7 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 from eventsourcing.utils import get_topic
 
-from consumers.ingest import recorded_messages
+from consumers.lag import recorded_messages
 from domain.account import AcmeAccount
 from domain.application import Ledger
 from domain.cause import Cause

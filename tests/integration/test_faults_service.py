@@ -19,7 +19,7 @@ import pytest
 
 from api.auth import TokenRegistry
 from consumers.contract import Contract
-from consumers.ingest import end_offsets
+from consumers.lag import end_offsets
 from consumers.synthetic import Traffic
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import free_port

@@ -18,7 +18,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract
-from consumers.ingest import Ingest, end_offsets
+from consumers.ingest import Ingest
+from consumers.lag import end_offsets
 from consumers.synthetic import Traffic
 from consumers.topics import create_topics
 from domain.application import Ledger

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from consumers.contract import Contract
-from consumers.ingest import end_offsets, recorded_messages
+from consumers.lag import end_offsets, recorded_messages
 from consumers.synthetic import Traffic
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger

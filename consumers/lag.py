@@ -1,0 +1,170 @@
+"""How far ingest is behind the broker, partition by partition (``kiroku consume status``).
+
+The event store's tracking records say which message of each partition was
+recorded last; the broker says where each partition's log starts and ends.
+From the two: the messages not yet recorded, and two states an on-call
+engineer must hear about, because ingest cannot mend them itself:
+
+- **lost**: the broker's log now starts after the next message to record
+  (retention removed messages before they were recorded). The consumer never
+  skips a message: it seeks back to the recorded position again and again
+  and records nothing more from that partition.
+- **ahead**: a partition's recorded position lies past the broker's end (the
+  topic was deleted and made again, or this is another cluster). The
+  consumer reads on from its recorded position, so the partition's messages
+  are not recorded until its log grows past it.
+
+Reads only: it joins no consumer group and commits nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers.topics import UPSTREAM_TOPICS
+from domain.application import Ledger
+
+
+def stream_name(topic: str, partition: int) -> str:
+    """The tracking record's name for a topic partition."""
+    return f"{topic}:{partition}"
+
+
+@dataclass(frozen=True)
+class LogBounds:
+    """The topics' partitions as the broker holds them, and the topics it does not have."""
+
+    #: Each partition's (log start offset, end offset: its high watermark).
+    partitions: dict[TopicPartition, tuple[int, int]]
+    missing_topics: tuple[str, ...]
+
+
+def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 30.0) -> LogBounds:
+    """Where each partition's log starts and ends on the broker.
+
+    The end is not ``KafkaConsumer.end_offsets`` alone: Tansu answers
+    ListOffsets(latest) with the base offset of the partition's last record
+    batch plus one, short by the rest of that batch (7 records sent in one
+    batch after 10 alone: 11, not 17). The high watermark a fetch response
+    carries is right on Tansu as on Kafka, so each partition is fetched from
+    just before the listed end and the larger of the two kept.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        found = {t: consumer.partitions_for_topic(t) for t in topics}
+        partitions = [TopicPartition(t, p) for t in topics for p in sorted(found[t] or [])]
+        missing = tuple(t for t in topics if not found[t])
+        if not partitions:
+            return LogBounds({}, missing)
+        starts: dict[TopicPartition, int] = consumer.beginning_offsets(partitions)
+        listed: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, max(listed[tp] - 1, 0))
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.highwater(tp) is None for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no fetch gave every partition's high watermark in {timeout_s} s")
+            consumer.poll(timeout_ms=200, max_records=1)
+        bounds = {tp: (starts[tp], max(listed[tp], consumer.highwater(tp))) for tp in partitions}
+    finally:
+        consumer.close()
+    return LogBounds(bounds, missing)
+
+
+def end_offsets(
+    bootstrap_servers: str, topics: Sequence[str] = UPSTREAM_TOPICS, *, timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Each partition's end offset (its high watermark) on the broker, by the name of its tracking record."""
+    bounds = log_bounds(bootstrap_servers, topics, timeout_s=timeout_s).partitions
+    return {stream_name(tp.topic, tp.partition): end for tp, (_, end) in bounds.items()}
+
+
+def recorded_messages(ledger: Ledger, streams: Iterable[str]) -> int:
+    """How many messages of these streams lie at or before their recorded positions."""
+    positions = ledger.tracked_positions(streams).values()
+    return sum(0 if position is None else position + 1 for position in positions)
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition: the offset recorded last (None: none yet) against the broker's log."""
+
+    topic: str
+    partition: int
+    recorded: int | None
+    start: int
+    end: int
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.topic, self.partition)
+
+    @property
+    def first_to_record(self) -> int:
+        """The first offset still to record that the broker holds (after the recorded one)."""
+        return self.start if self.recorded is None else max(self.recorded + 1, self.start)
+
+    @property
+    def behind(self) -> int:
+        """Messages on the broker that ingest has still to record (none where it lies ahead)."""
+        return max(self.end - self.first_to_record, 0)
+
+    @property
+    def lost(self) -> int:
+        """Messages after the recorded position that the broker no longer holds."""
+        if self.recorded is None:
+            return 0
+        return max(self.start - (self.recorded + 1), 0)
+
+    @property
+    def ahead(self) -> bool:
+        """The recorded position lies past the broker's end: not the log it was recorded from."""
+        return self.recorded is not None and self.recorded + 1 > self.end
+
+
+@dataclass(frozen=True)
+class IngestLag:
+    """Every upstream partition's lag, and the upstream topics the broker does not have."""
+
+    partitions: tuple[PartitionLag, ...]
+    missing_topics: tuple[str, ...]
+
+    @property
+    def behind(self) -> int:
+        return sum(p.behind for p in self.partitions)
+
+    @property
+    def troubled(self) -> tuple[PartitionLag, ...]:
+        """The partitions that lost messages or lie ahead of the broker."""
+        return tuple(p for p in self.partitions if p.lost or p.ahead)
+
+
+def ingest_lag(
+    ledger: Ledger,
+    bootstrap_servers: str,
+    topics: Sequence[str] = UPSTREAM_TOPICS,
+    *,
+    stream_prefix: str = "",
+    timeout_s: float = 30.0,
+) -> IngestLag:
+    """Each partition's recorded position (from the event store) against its log on the broker."""
+    bounds = log_bounds(bootstrap_servers, topics, timeout_s=timeout_s)
+    ordered = sorted(bounds.partitions, key=lambda tp: (tp.topic, tp.partition))
+    names = {tp: stream_prefix + stream_name(tp.topic, tp.partition) for tp in ordered}
+    recorded = ledger.tracked_positions(names.values())
+    return IngestLag(
+        tuple(
+            PartitionLag(tp.topic, tp.partition, recorded[names[tp]], *bounds.partitions[tp])
+            for tp in ordered
+        ),
+        bounds.missing_topics,
+    )

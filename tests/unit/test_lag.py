@@ -1,0 +1,41 @@
+"""The arithmetic of ``kiroku consume status``: what is behind, lost, or ahead of the broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.lag import IngestLag, PartitionLag
+
+
+def lag(recorded: int | None, start: int, end: int) -> PartitionLag:
+    return PartitionLag("acme.events", 0, recorded, start, end)
+
+
+# (recorded, log start, log end) -> (first to record, behind, lost, ahead)
+@pytest.mark.parametrize(
+    ("position", "expected"),
+    [
+        ((None, 0, 0), (0, 0, 0, False)),  # an empty partition, nothing recorded
+        ((None, 0, 40), (0, 40, 0, False)),  # nothing recorded yet: the whole log
+        ((None, 25, 40), (25, 15, 0, False)),  # nothing recorded, retention took the first 25: not lost to us
+        ((39, 0, 40), (40, 0, 0, False)),  # caught up
+        ((9, 0, 40), (10, 30, 0, False)),
+        ((9, 25, 40), (25, 15, 15, False)),  # 10-24 removed before they were recorded
+        ((39, 40, 40), (40, 0, 0, False)),  # caught up, and the log emptied by retention since
+        ((99, 0, 40), (100, 0, 0, True)),  # recorded past the end: another log
+    ],
+)
+def test_a_partitions_position_against_its_log(
+    position: tuple[int | None, int, int], expected: tuple[int, int, int, bool]
+) -> None:
+    partition = lag(*position)
+    assert (partition.first_to_record, partition.behind, partition.lost, partition.ahead) == expected
+    assert partition.stream == "acme.events:0"
+
+
+def test_the_whole_adds_up_the_partitions_and_names_the_troubled_ones() -> None:
+    fine, losing, ahead = lag(9, 0, 40), lag(9, 25, 40), PartitionLag("registrar.events", 2, 99, 0, 40)
+    whole = IngestLag((fine, losing, ahead), missing_topics=())
+    assert whole.behind == 30 + 15 + 0
+    assert whole.troubled == (losing, ahead)
+    assert IngestLag((fine,), ()).troubled == ()
