@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -14,9 +15,11 @@ from types import FrameType
 from typing import Any
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from consumers.contract import Contract
 from consumers.ingest import Ingest, IngestSettings
+from consumers.lag import IngestLag, ingest_lag
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
 from domain.errors import DomainError
@@ -83,6 +86,83 @@ def consume(args: argparse.Namespace) -> int:
         counters.dead_letters,
     )
     return 0
+
+
+def _lag_table(lag: IngestLag, servers: str) -> list[str]:
+    rows = [("partition", "recorded", "log start", "log end", "behind", "")]
+    for p in lag.partitions:
+        note = ""
+        if p.ahead:
+            note = "AHEAD of the broker's end: not the log it was recorded from"
+        elif p.lost:
+            note = f"LOST {p.lost:,}: the log now starts after the next message to record"
+        recorded = "none" if p.recorded is None else f"{p.recorded:,}"
+        rows.append((p.stream, recorded, f"{p.start:,}", f"{p.end:,}", f"{p.behind:,}", note))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(
+            [
+                row[0].ljust(widths[0]),
+                *(v.rjust(w) for v, w in zip(row[1:5], widths[1:], strict=True)),
+                row[5],
+            ]
+        ).rstrip()
+        for row in rows
+    ]
+    lines.extend(f"{topic}: no such topic on the broker" for topic in lag.missing_topics)
+    lines.append(f"behind: {lag.behind:,} messages in {len(lag.partitions)} partitions of {servers}")
+    return lines
+
+
+def consume_status(args: argparse.Namespace) -> int:
+    """Each upstream partition's recorded position against the broker's log; 1 when a person is needed."""
+    settings = Settings.from_env(dict(os.environ))
+    servers = _bootstrap(settings, args.bootstrap_servers)
+    if args.max_behind is not None and args.max_behind < 0:
+        raise SettingsError("--max-behind: must be 0 or more")
+    ledger = build_ledger(settings)
+    try:
+        lag = ingest_lag(ledger, servers, timeout_s=args.timeout)
+    except (KafkaError, TimeoutError) as exc:
+        print(
+            f"kiroku: cannot read the partitions' offsets from {servers}: {type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        ledger.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "bootstrap_servers": servers,
+                    "behind": lag.behind,
+                    "missing_topics": list(lag.missing_topics),
+                    "partitions": [
+                        {
+                            "topic": p.topic,
+                            "partition": p.partition,
+                            "recorded": p.recorded,
+                            "log_start": p.start,
+                            "log_end": p.end,
+                            "behind": p.behind,
+                            "lost": p.lost,
+                            "ahead": p.ahead,
+                        }
+                        for p in lag.partitions
+                    ],
+                }
+            )
+        )
+    else:
+        print("\n".join(_lag_table(lag, servers)))
+    too_far = args.max_behind is not None and lag.behind > args.max_behind
+    if too_far and not args.json:
+        print(
+            f"kiroku: {lag.behind:,} messages behind, more than --max-behind {args.max_behind:,}",
+            file=sys.stderr,
+        )
+    return 1 if lag.troubled or lag.missing_topics or too_far else 0
 
 
 class _Progress:
@@ -181,6 +261,25 @@ def register(sub: Any) -> None:
     c.add_argument("--session-timeout-ms", type=int, default=10_000)
     c.add_argument("--create-topics", action="store_true", help="create the topics first if they are missing")
     c.set_defaults(func=consume)
+    c_sub = c.add_subparsers(dest="consume_command", metavar="status")
+    st = c_sub.add_parser(
+        "status",
+        help="each upstream partition: the offset recorded last, the broker's log, the messages behind",
+        description=(
+            "Reads the recorded positions from the event store and each partition's log start and end "
+            "from the broker; joins no group, commits nothing. Exit 1 when a partition lost messages to "
+            "retention, lies ahead of the broker's end, an upstream topic is missing, or ingest is more "
+            "than --max-behind behind; 3 when the broker cannot be read."
+        ),
+    )
+    # SUPPRESS: `kiroku consume --bootstrap-servers X status` keeps X.
+    st.add_argument(
+        "--bootstrap-servers", default=argparse.SUPPRESS, help="overrides KAFKA_BOOTSTRAP_SERVERS"
+    )
+    st.add_argument("--max-behind", type=int, help="exit 1 when more messages than this are not recorded")
+    st.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    st.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    st.set_defaults(func=consume_status)
     p = sub.add_parser("publish", help="publish synthetic upstream traffic (demos, benchmarks)")
     p.add_argument("count", type=int)
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,105 @@
+"""``kiroku consume status``: ingest's recorded positions against a real broker's logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from consumers.contract import Contract
+from consumers.lag import end_offsets, ingest_lag, recorded_messages
+from consumers.synthetic import Traffic
+from domain.application import Ledger
+from kiroku.broker import free_port
+from kiroku.cli import main
+from tests.integration.kafka_support import publish, running, settings_for, wait_for
+
+CONTRACT = Contract.load()
+
+
+def test_status_counts_the_messages_not_yet_recorded(kafka: str, pg_ledger: Ledger) -> None:
+    publish(kafka, Traffic(CONTRACT, seed=31).messages(120))
+    ends = end_offsets(kafka)
+    with running(pg_ledger, settings_for(kafka)):
+        wait_for(lambda: recorded_messages(pg_ledger, ends) >= sum(ends.values()), what="ingest to catch up")
+    caught_up = ingest_lag(pg_ledger, kafka)
+    assert caught_up.behind == 0 and caught_up.troubled == () and caught_up.missing_topics == ()
+    assert {p.stream: p.recorded for p in caught_up.partitions} == {
+        stream: (end - 1 if end else None) for stream, end in ends.items()
+    }
+
+    more = list(Traffic(CONTRACT, seed=32).messages(45))
+    publish(kafka, more)
+    later = end_offsets(kafka)
+    lag = ingest_lag(pg_ledger, kafka)
+    assert lag.behind == len(more) == sum(later.values()) - sum(ends.values())
+    assert {p.stream: p.behind for p in lag.partitions} == {s: later[s] - ends[s] for s in later}
+    assert {p.stream: p.end for p in lag.partitions} == later
+
+
+def test_a_topic_the_broker_lacks_is_named(kafka: str, pg_ledger: Ledger) -> None:
+    lag = ingest_lag(pg_ledger, kafka, ["acme.events", "no-such-upstream"])
+    assert lag.missing_topics == ("no-such-upstream",)
+    assert {p.topic for p in lag.partitions} == {"acme.events"}
+
+
+@pytest.fixture
+def cli_store(
+    pg_ledger: Ledger, postgres_url: str, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> Ledger:
+    """The CLI pointed at the same PostgreSQL schema as ``pg_ledger``."""
+    separator = "&" if "?" in postgres_url else "?"
+    monkeypatch.setenv("DATABASE_URL", f"{postgres_url}{separator}schema={postgres_schema}")
+    monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    for name in ("KIROKU_MASTER_KEY", "KIROKU_PSEUDONYM_KEY"):  # positions only: any keys will do
+        monkeypatch.setenv(name, base64.b64encode(os.urandom(32)).decode())
+    return pg_ledger
+
+
+def test_the_command_flags_a_partition_recorded_past_the_brokers_end(
+    kafka: str, cli_store: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish(kafka, Traffic(CONTRACT, seed=33).messages(30))
+    ends = end_offsets(kafka)
+    stream = max(ends, key=lambda s: ends[s])
+    # As after the topic was deleted and made again: positions from a longer log.
+    cli_store.recorder.insert_events([], tracking=Tracking(stream, ends[stream] + 40))
+
+    assert main(["consume", "status", "--bootstrap-servers", kafka, "--json"]) == 1
+    shown = json.loads(capsys.readouterr().out)
+    rows = {f"{r['topic']}:{r['partition']}": r for r in shown["partitions"]}
+    assert set(rows) == set(ends)
+    assert rows[stream]["ahead"] is True and rows[stream]["behind"] == 0
+    assert rows[stream]["recorded"] == ends[stream] + 40
+    assert shown["behind"] == sum(end - rows[s]["log_start"] for s, end in ends.items() if s != stream)
+
+    assert main(["consume", "--bootstrap-servers", kafka, "status"]) == 1
+    table = capsys.readouterr().out
+    flagged = [line for line in table.splitlines() if line.startswith(stream + " ")]
+    assert len(flagged) == 1 and "AHEAD of the broker's end" in flagged[0]
+    assert f"behind: {shown['behind']:,} messages in {len(ends)} partitions" in table
+
+
+def test_the_command_exits_1_only_past_max_behind(
+    kafka: str, cli_store: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish(kafka, Traffic(CONTRACT, seed=34).messages(20))
+    behind = sum(end_offsets(kafka).values())  # nothing is recorded in this store
+    assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", str(behind)]) == 0
+    assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", str(behind - 1)]) == 1
+    err = capsys.readouterr().err
+    assert f"{behind:,} messages behind, more than --max-behind {behind - 1:,}" in err
+    assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", "-1"]) == 2
+
+
+def test_an_unreachable_broker_is_reported_plainly(
+    cli_store: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servers = f"127.0.0.1:{free_port()}"
+    assert main(["consume", "status", "--bootstrap-servers", servers, "--timeout", "2"]) == 3
+    err = capsys.readouterr().err
+    assert f"cannot read the partitions' offsets from {servers}" in err
