@@ -71,6 +71,13 @@ def metrics(context: AppContext) -> PlainTextResponse:
             "Batches retried after a transient failure.",
             [("", counters.retries)],
         )
+        _metric(
+            lines,
+            "kiroku_ingest_partitions_stopped",
+            "gauge",
+            "Partitions ingest records nothing from until a person decides (see `kiroku consume status`).",
+            [("", counters.stopped_partitions)],
+        )
     access = context.access_log.counts
     _metric(
         lines,

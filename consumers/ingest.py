@@ -4,7 +4,11 @@ Progress lives in the event store, not in Kafka: the messages of one
 partition from one poll are applied as one batch, and the batch's events are
 saved in one transaction with a tracking record ``<topic>:<partition>`` set to
 the batch's last offset. On every assignment the consumer seeks to the
-recorded position + 1. A batch whose tracking position is not after the
+recorded position + 1 (with nothing recorded, to where the broker's log
+starts). It never skips a message: a partition whose log no longer holds the
+next message to record, or ends before the recorded position, is paused and
+reported (``place``, ``Ingest._check_log_ends``) while the others go on.
+A batch whose tracking position is not after the
 recorded one is refused whole by the store, so a consumer that lost its
 partition (a zombie) cannot apply anything twice.
 
@@ -83,6 +87,8 @@ class IngestCounters:
     dead_letters: int = 0
     batches: int = 0
     retries: int = 0
+    #: A gauge: assigned partitions that wait for a person (``Ingest.stopped``).
+    stopped_partitions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -111,6 +117,45 @@ class DeadLetter:
         if clause:
             headers.append(("kiroku.error.clause", str(clause).encode()))
         return [*headers, *((k, v) for k, v in (self.record.headers or []) if not k.startswith("kiroku."))]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where reading a newly assigned partition starts, and whether it must wait for a person."""
+
+    offset: int
+    #: Messages after the recorded position are gone from the broker: record nothing more from it.
+    stopped: bool = False
+    #: What to log about it (offsets only).
+    note: str | None = None
+
+
+def place(stream: str, recorded: int | None, log_start: int | None) -> Placement:
+    """The reading position of a partition whose last recorded offset is ``recorded``.
+
+    ``log_start`` is the first offset the broker still holds (None: not known).
+    Never past a message that was not recorded: when the broker no longer holds
+    the next one, the partition stops and says which offsets are gone. With
+    nothing recorded yet, reading starts where the broker's log starts.
+    """
+    if recorded is None:
+        if not log_start:
+            return Placement(0)
+        return Placement(
+            log_start,
+            note=f"{stream}: nothing recorded yet and the broker's log starts at offset {log_start}; "
+            "reading from there",
+        )
+    following = recorded + 1
+    if log_start is None or following >= log_start:
+        return Placement(following)
+    return Placement(
+        following,
+        stopped=True,
+        note=f"{stream}: offsets {following}-{log_start - 1} were removed from the broker before they "
+        "were recorded; nothing more is recorded from this partition until a person decides "
+        "(`kiroku consume status` shows it as LOST)",
+    )
 
 
 class _Positioning(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types
@@ -147,6 +192,10 @@ class Ingest:
         self.stop_event = threading.Event()
         self.to_position: set[TopicPartition] = set()
         self.next_offset: dict[TopicPartition, int] = {}
+        #: The offset recorded last in each assigned partition (None: nothing yet).
+        self.recorded_offset: dict[TopicPartition, int | None] = {}
+        #: Assigned partitions that wait for a person, and why (paused; nothing is recorded from them).
+        self.stopped: dict[TopicPartition, str] = {}
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -163,6 +212,9 @@ class Ingest:
         for tp in partitions:
             self.to_position.discard(tp)
             self.next_offset.pop(tp, None)
+            self.recorded_offset.pop(tp, None)
+            self.stopped.pop(tp, None)
+        self.counters.stopped_partitions = len(self.stopped)
 
     def _connect(self) -> tuple[KafkaConsumer, KafkaProducer]:
         s = self.settings
@@ -214,8 +266,8 @@ class Ingest:
                     if failures >= 3:
                         log.warning("reconnecting to the broker after %s failed polls", failures)
                         self.close()
+                        self.forget(list(self.next_offset))
                         self.to_position.clear()
-                        self.next_offset.clear()
                         failures = 0
         finally:
             self.close()
@@ -244,31 +296,94 @@ class Ingest:
         positioned = self._position(consumer)
         for tp, records in polled.items():
             expected = self.next_offset.get(tp)
-            if expected is None or tp in positioned:
+            if expected is None or tp in positioned or tp in self.stopped:
                 continue  # fetched before this partition was positioned: it is fetched again
             fresh = [r for r in records if r.offset >= expected]
             if not fresh:
                 continue
             if fresh[0].offset > expected:
-                # Kafka's position ran ahead of the recorded one (offsets reset by hand,
-                # say): never skip a message; read again from the recorded position.
-                log.warning(
-                    "%s/%s: fetched from offset %s but %s is next; seeking back",
-                    tp.topic,
-                    tp.partition,
-                    fresh[0].offset,
-                    expected,
-                )
-                consumer.seek(tp, expected)
+                self._ran_ahead(consumer, tp, expected, fresh[0].offset)
                 continue
             self.counters.add(consumed=len(fresh))
             self._apply_batch(tp, fresh)
+        self._check_log_ends(consumer)
+
+    def _stop_partition(self, consumer: KafkaConsumer, tp: TopicPartition, why: str) -> None:
+        """Pauses a partition that needs a person; the others go on."""
+        if tp not in self.stopped:
+            log.error("%s", why)
+        self.stopped[tp] = why
+        self.counters.stopped_partitions = len(self.stopped)
+        consumer.pause(tp)
+
+    def _ran_ahead(self, consumer: KafkaConsumer, tp: TopicPartition, expected: int, fetched: int) -> None:
+        """Kafka's position ran past the next message to record: never skip it.
+
+        The usual cause is the broker no longer holding it (retention removed it
+        while ingest was behind, and the consumer's reset went to the log's
+        start): then the partition stops. Otherwise (offsets moved by hand, say)
+        reading goes back to the next message to record.
+        """
+        try:
+            log_start = consumer.beginning_offsets([tp])[tp]
+        except KafkaError:
+            placement = Placement(expected)  # not known: back to the next message to record
+        else:
+            placement = place(self._stream(tp), self.recorded_offset.get(tp), log_start)
+        if placement.stopped:
+            self._stop_partition(consumer, tp, placement.note or "")
+            return
+        if placement.offset != expected and placement.note:
+            log.warning("%s", placement.note)
+        else:
+            log.warning(
+                "%s/%s: fetched from offset %s but %s is next; seeking back",
+                tp.topic,
+                tp.partition,
+                fetched,
+                expected,
+            )
+        self.next_offset[tp] = placement.offset
+        consumer.seek(tp, placement.offset)
+
+    def _check_log_ends(self, consumer: KafkaConsumer) -> None:
+        """Stops a partition whose log on the broker ends before its recorded position.
+
+        Then the log is not the one the position was recorded from (the topic was
+        made again, or this is another cluster); reading on would skip its
+        messages up to the recorded position. A fetch's high watermark says
+        where the log ends; on one log it is never before the next message to
+        record.
+        """
+        assigned = consumer.assignment()
+        for tp, expected in list(self.next_offset.items()):
+            if tp in self.stopped or tp not in assigned:
+                continue
+            end = consumer.highwater(tp)
+            if end is not None and end < expected:
+                why = (
+                    f"{self._stream(tp)}: the broker's log ends at offset {end}, before the recorded "
+                    f"position {expected - 1}: not the log it was recorded from; nothing more is recorded "
+                    "from this partition until a person decides (`kiroku consume status` shows it as AHEAD)"
+                )
+                self._stop_partition(consumer, tp, why)
 
     def _position(self, consumer: KafkaConsumer) -> set[TopicPartition]:
         """Seeks every newly assigned partition to the position recorded in the event store."""
         backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
         positioned: set[TopicPartition] = set()
-        for tp in sorted(self.to_position, key=lambda t: (t.topic, t.partition)):
+        to_position = sorted(self.to_position, key=lambda t: (t.topic, t.partition))
+        log_starts: dict[TopicPartition, int] = {}
+        if to_position:
+            try:
+                log_starts = consumer.beginning_offsets(
+                    [tp for tp in to_position if tp in consumer.assignment()]
+                )
+            except KafkaError as exc:
+                # Not known: reading starts after the recorded position (or at 0), and a
+                # log that starts later is found when the fetch lands past it.
+                log.warning("could not read where the partitions' logs start: %s", type(exc).__name__)
+        for tp in to_position:
             while not self.stop_event.is_set():
                 try:
                     recorded = self.ledger.tracked_position(self._stream(tp))
@@ -277,17 +392,22 @@ class Ingest:
                     backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
             else:
                 return positioned
-            offset = 0 if recorded is None else recorded + 1
             if tp in consumer.assignment():
-                consumer.seek(tp, offset)
-                self.next_offset[tp] = offset
+                placement = place(self._stream(tp), recorded, log_starts.get(tp))
+                consumer.seek(tp, placement.offset)
+                self.next_offset[tp] = placement.offset
+                self.recorded_offset[tp] = recorded
                 positioned.add(tp)
                 log.info(
                     "positioned %s/%s at offset %s (recorded in the event store)",
                     tp.topic,
                     tp.partition,
-                    offset,
+                    placement.offset,
                 )
+                if placement.stopped:
+                    self._stop_partition(consumer, tp, placement.note or "")
+                elif placement.note:
+                    log.warning("%s", placement.note)
             self.to_position.discard(tp)
         return positioned
 
@@ -303,7 +423,10 @@ class Ingest:
         except KafkaError as exc:
             log.debug("keep-alive poll failed: %s", type(exc).__name__)
         finally:
-            consumer.resume(*[tp for tp in assigned if tp in consumer.assignment()])
+            # A stopped partition stays paused.
+            consumer.resume(
+                *[tp for tp in assigned if tp in consumer.assignment() and tp not in self.stopped]
+            )
 
     def _apply_batch(self, tp: TopicPartition, records: list[Any]) -> None:
         backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
@@ -330,6 +453,7 @@ class Ingest:
             self.counters.add(recorded=recorded, duplicates=duplicates, dead_letters=dead, batches=1)
             last = records[-1].offset
             self.next_offset[tp] = last + 1
+            self.recorded_offset[tp] = last
             self._commit_to_kafka(tp, last + 1)
             return
 

@@ -2,17 +2,14 @@
 
 The event store's tracking records say which message of each partition was
 recorded last; the broker says where each partition's log starts and ends.
-From the two: the messages not yet recorded, and two states an on-call
-engineer must hear about, because ingest cannot mend them itself:
+From the two: the messages not yet recorded, and two states ingest stops a
+partition for (``consumers.ingest``), because it cannot mend them itself:
 
 - **lost**: the broker's log now starts after the next message to record
-  (retention removed messages before they were recorded). The consumer never
-  skips a message: it seeks back to the recorded position again and again
-  and records nothing more from that partition.
+  (retention removed messages before they were recorded).
 - **ahead**: a partition's recorded position lies past the broker's end (the
-  topic was deleted and made again, or this is another cluster). The
-  consumer reads on from its recorded position, so the partition's messages
-  are not recorded until its log grows past it.
+  topic was deleted and made again, or this is another cluster); reading on
+  would skip the new log's messages up to the recorded position.
 
 Reads only: it joins no consumer group and commits nothing.
 """

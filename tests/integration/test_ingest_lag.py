@@ -1,13 +1,16 @@
-"""``kiroku consume status``: ingest's recorded positions against a real broker's logs."""
+"""Recorded positions against a real broker's logs: ``kiroku consume status``, and a log not recorded from."""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
+import time
 
 import pytest
 from eventsourcing.persistence import Tracking
+from kafka import KafkaProducer, TopicPartition
 
 from consumers.contract import Contract
 from consumers.lag import end_offsets, ingest_lag, recorded_messages
@@ -38,6 +41,41 @@ def test_status_counts_the_messages_not_yet_recorded(kafka: str, pg_ledger: Ledg
     assert lag.behind == len(more) == sum(later.values()) - sum(ends.values())
     assert {p.stream: p.behind for p in lag.partitions} == {s: later[s] - ends[s] for s in later}
     assert {p.stream: p.end for p in lag.partitions} == later
+
+
+def test_ingest_stops_a_partition_recorded_past_the_brokers_end_and_skips_none_of_its_messages(
+    kafka: str, pg_ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As after the topic was made again: reading on would skip its messages up to the recorded position."""
+    caplog.set_level(logging.ERROR, logger="kiroku.ingest")
+    publish(kafka, Traffic(CONTRACT, seed=35).messages(60))
+    ahead, tp = "acme.events:1", TopicPartition("acme.events", 1)
+    recorded_ahead = end_offsets(kafka)[ahead] + 5
+    pg_ledger.recorder.insert_events([], tracking=Tracking(ahead, recorded_ahead))
+    ends = end_offsets(kafka)
+    others = {stream: end for stream, end in ends.items() if stream != ahead}
+
+    with running(pg_ledger, settings_for(kafka)) as ingest:
+        wait_for(lambda: tp in ingest.stopped, what="the partition to stop")
+        wait_for(
+            lambda: recorded_messages(pg_ledger, others) >= sum(others.values()), what="the other partitions"
+        )
+        # The partition's log now grows past the recorded position: still none of it is recorded.
+        producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+        extra = [m for m in Traffic(CONTRACT, seed=36).messages(200) if m.topic == "acme.events"][:20]
+        for message in extra:
+            producer.send("acme.events", key=message.key, value=message.value, partition=1)
+        producer.flush()
+        producer.close()
+        assert end_offsets(kafka)[ahead] > recorded_ahead + 1
+        time.sleep(2)  # more polls
+        assert tp in ingest.stopped
+        assert ingest.counters.stopped_partitions == 1
+    assert pg_ledger.tracked_position(ahead) == recorded_ahead
+    assert ingest.counters.consumed == sum(others.values())
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith(ahead)]
+    assert len(said) == 1, said
+    assert "AHEAD" in said[0] and f"before the recorded position {recorded_ahead}" in said[0]
 
 
 def test_a_topic_the_broker_lacks_is_named(kafka: str, pg_ledger: Ledger) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from consumers.ingest import place
 from consumers.lag import IngestLag, PartitionLag
 
 
@@ -39,3 +40,35 @@ def test_the_whole_adds_up_the_partitions_and_names_the_troubled_ones() -> None:
     assert whole.behind == 30 + 15 + 0
     assert whole.troubled == (losing, ahead)
     assert IngestLag((fine,), ()).troubled == ()
+
+
+# (recorded, log start) -> (offset, stopped)
+@pytest.mark.parametrize(
+    ("position", "expected"),
+    [
+        ((None, None), (0, False)),  # nothing recorded, the log's start not known
+        ((None, 0), (0, False)),
+        ((None, 250), (250, False)),  # nothing recorded; retention took the log's first 250
+        ((99, None), (100, False)),
+        ((99, 0), (100, False)),
+        ((99, 100), (100, False)),  # the next message is the log's first
+        ((99, 101), (100, True)),  # offset 100 is gone before it was recorded
+    ],
+)
+def test_where_reading_a_partition_starts(
+    position: tuple[int | None, int | None], expected: tuple[int, bool]
+) -> None:
+    placement = place("acme.events:0", *position)
+    assert (placement.offset, placement.stopped) == expected
+    assert (placement.note is not None) == (
+        placement.stopped or (placement.offset > 0 and position[0] is None)
+    )
+
+
+def test_a_stopped_partition_names_the_offsets_that_are_gone() -> None:
+    note = place("acme.events:2", 99, 130).note
+    assert note is not None
+    assert note.startswith(
+        "acme.events:2: offsets 100-129 were removed from the broker before they were recorded"
+    )
+    assert "LOST" in note
