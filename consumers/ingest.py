@@ -154,7 +154,7 @@ def place(stream: str, recorded: int | None, log_start: int | None) -> Placement
         stopped=True,
         note=f"{stream}: offsets {following}-{log_start - 1} were removed from the broker before they "
         "were recorded; nothing more is recorded from this partition until a person decides "
-        "(`kiroku consume status` shows it as LOST)",
+        "(`kiroku consume status` shows it as LOST; a new KIROKU_INGEST_EPOCH starts over)",
     )
 
 
@@ -364,7 +364,8 @@ class Ingest:
                 why = (
                     f"{self._stream(tp)}: the broker's log ends at offset {end}, before the recorded "
                     f"position {expected - 1}: not the log it was recorded from; nothing more is recorded "
-                    "from this partition until a person decides (`kiroku consume status` shows it as AHEAD)"
+                    "from this partition until a person decides (`kiroku consume status` shows it as AHEAD; "
+                    "a new KIROKU_INGEST_EPOCH starts over)"
                 )
                 self._stop_partition(consumer, tp, why)
 

@@ -56,6 +56,7 @@ def consume(args: argparse.Namespace) -> int:
         IngestSettings(
             bootstrap_servers=servers,
             group_id=settings.group_id,
+            stream_prefix=settings.stream_prefix,
             max_poll_records=args.batch,
             session_timeout_ms=args.session_timeout_ms,
             heartbeat_interval_ms=max(300, args.session_timeout_ms // 10),
@@ -122,7 +123,7 @@ def consume_status(args: argparse.Namespace) -> int:
         raise SettingsError("--max-behind: must be 0 or more")
     ledger = build_ledger(settings)
     try:
-        lag = ingest_lag(ledger, servers, timeout_s=args.timeout)
+        lag = ingest_lag(ledger, servers, stream_prefix=settings.stream_prefix, timeout_s=args.timeout)
     except (KafkaError, TimeoutError) as exc:
         print(
             f"kiroku: cannot read the partitions' offsets from {servers}: {type(exc).__name__}",

@@ -83,7 +83,7 @@ class _Server(uvicorn.Server):
 def run_service(settings: Settings, *, demo: bool) -> int:
     broker: TansuBroker | None = None
     bootstrap = settings.kafka_bootstrap_servers
-    prefix, group = "", settings.group_id
+    prefix, group = settings.stream_prefix, settings.group_id
     if bootstrap is None:
         broker = TansuBroker().start()
         bootstrap = broker.bootstrap_servers

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ def _local_key(path: Path) -> bytes:
     return key
 
 
+_EPOCH = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def parse_bootstrap_servers(value: str, setting: str = "KAFKA_BOOTSTRAP_SERVERS") -> str:
     """``host:port[,host:port…]``, checked so a typo fails at start-up, not at the first poll."""
     servers = [part.strip() for part in value.split(",") if part.strip()]
@@ -146,9 +150,16 @@ class Settings:
     pseudonym_key: bytes = field(repr=False)
     kafka_bootstrap_servers: str | None = None
     group_id: str = "kiroku"
+    #: The name ingest records its positions under; a new one starts over on what the broker holds.
+    ingest_epoch: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     tokens_file: Path = Path(".kiroku/tokens.json")
+
+    @property
+    def stream_prefix(self) -> str:
+        """What the names of ingest's tracking records start with (``consumers.ingest``)."""
+        return f"{self.ingest_epoch}:" if self.ingest_epoch else ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -174,6 +185,11 @@ class Settings:
         group_id = env.get("KIROKU_GROUP_ID") or "kiroku"
         if len(group_id) > 200 or not group_id.strip():
             raise SettingsError("KIROKU_GROUP_ID: must be 1-200 characters")
+        epoch = env.get("KIROKU_INGEST_EPOCH") or ""
+        if epoch and not _EPOCH.fullmatch(epoch):
+            raise SettingsError(
+                "KIROKU_INGEST_EPOCH: must be 1-64 of the characters A-Z, a-z, 0-9, '.', '_', '-'"
+            )
         port_text = env.get("KIROKU_HTTP_PORT") or "8000"
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
             raise SettingsError("KIROKU_HTTP_PORT: must be a port number (1-65535)")
@@ -187,6 +203,7 @@ class Settings:
             pseudonym_key=keys["KIROKU_PSEUDONYM_KEY"],
             kafka_bootstrap_servers=parse_bootstrap_servers(bootstrap) if bootstrap else None,
             group_id=group_id.strip(),
+            ingest_epoch=epoch,
             http_host=host,
             http_port=int(port_text),
             tokens_file=Path(env.get("KIROKU_TOKENS_FILE") or data_dir / "tokens.json"),

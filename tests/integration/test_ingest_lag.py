@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import os
@@ -78,6 +79,30 @@ def test_ingest_stops_a_partition_recorded_past_the_brokers_end_and_skips_none_o
     assert "AHEAD" in said[0] and f"before the recorded position {recorded_ahead}" in said[0]
 
 
+def test_a_new_epoch_starts_over_on_what_the_broker_holds_and_changes_nothing_recorded(
+    kafka: str, pg_ledger: Ledger
+) -> None:
+    publish(kafka, Traffic(CONTRACT, seed=37).messages(80))
+    ends = end_offsets(kafka)
+    with running(pg_ledger, settings_for(kafka)) as first:
+        wait_for(lambda: recorded_messages(pg_ledger, ends) >= sum(ends.values()), what="the first reading")
+    events = pg_ledger.recorder.max_notification_id()
+
+    epoch = "2027-01:"
+    again = dataclasses.replace(settings_for(kafka), stream_prefix=epoch)
+    with running(pg_ledger, again) as second:
+        streams = {epoch + stream: end for stream, end in ends.items()}
+        wait_for(
+            lambda: recorded_messages(pg_ledger, streams) >= sum(ends.values()), what="the second reading"
+        )
+    assert second.counters.consumed == first.counters.consumed == sum(ends.values())
+    assert second.counters.recorded == 0
+    assert second.counters.duplicates == first.counters.recorded
+    assert second.counters.dead_letters == first.counters.dead_letters
+    assert pg_ledger.recorder.max_notification_id() == events
+    assert ingest_lag(pg_ledger, kafka, stream_prefix=epoch).behind == 0
+
+
 def test_a_topic_the_broker_lacks_is_named(kafka: str, pg_ledger: Ledger) -> None:
     lag = ingest_lag(pg_ledger, kafka, ["acme.events", "no-such-upstream"])
     assert lag.missing_topics == ("no-such-upstream",)
@@ -123,11 +148,19 @@ def test_the_command_flags_a_partition_recorded_past_the_brokers_end(
 
 
 def test_the_command_exits_1_only_past_max_behind(
-    kafka: str, cli_store: Ledger, capsys: pytest.CaptureFixture[str]
+    kafka: str, cli_store: Ledger, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     publish(kafka, Traffic(CONTRACT, seed=34).messages(20))
-    behind = sum(end_offsets(kafka).values())  # nothing is recorded in this store
+    ends = end_offsets(kafka)
+    behind = sum(ends.values())  # nothing is recorded in this store
     assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", str(behind)]) == 0
+    capsys.readouterr()
+    # Positions recorded under an epoch count only under it.
+    cli_store.recorder.insert_events([], tracking=Tracking("e2:acme.events:0", ends["acme.events:0"] - 1))
+    monkeypatch.setenv("KIROKU_INGEST_EPOCH", "e2")
+    assert main(["consume", "status", "--bootstrap-servers", kafka, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["behind"] == behind - ends["acme.events:0"]
+    monkeypatch.delenv("KIROKU_INGEST_EPOCH")
     assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", str(behind - 1)]) == 1
     err = capsys.readouterr().err
     assert f"{behind:,} messages behind, more than --max-behind {behind - 1:,}" in err

@@ -143,12 +143,21 @@ def test_postgres_needs_explicit_keys() -> None:
         ({"DATABASE_URL": "postgresql://u@h:notaport/db"}, "DATABASE_URL"),
         ({"KIROKU_MASTER_KEY": "not base64!"}, "KIROKU_MASTER_KEY"),
         ({"KIROKU_MASTER_KEY": base64.b64encode(b"short").decode()}, "KIROKU_MASTER_KEY"),
+        ({"KIROKU_INGEST_EPOCH": "2027 01"}, "KIROKU_INGEST_EPOCH"),
+        ({"KIROKU_INGEST_EPOCH": "a:b"}, "KIROKU_INGEST_EPOCH"),
+        ({"KIROKU_INGEST_EPOCH": "e" * 65}, "KIROKU_INGEST_EPOCH"),
     ],
 )
 def test_a_bad_setting_is_named(environ: dict[str, str], named: str, tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path), **environ})
     assert str(refused.value).startswith(named)
+
+
+def test_the_ingest_epoch_names_the_positions(tmp_path: Path) -> None:
+    assert Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path)}).stream_prefix == ""
+    epoch = Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path), "KIROKU_INGEST_EPOCH": "2027-01_b.2"})
+    assert epoch.stream_prefix == "2027-01_b.2:"
 
 
 def test_the_password_never_appears_in_descriptions() -> None:
