@@ -1,4 +1,4 @@
-"""``kiroku consume``, ``kiroku publish``, ``kiroku broker`` and ``kiroku policy init``."""
+"""``kiroku consume [status]``, ``kiroku publish``, ``kiroku broker`` and ``kiroku policy init``."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def consume(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lag_table(lag: IngestLag, servers: str) -> list[str]:
+def _lag_table(lag: IngestLag, servers: str, epoch: str) -> list[str]:
     rows = [("partition", "recorded", "log start", "log end", "behind", "")]
     for p in lag.partitions:
         note = ""
@@ -111,7 +111,8 @@ def _lag_table(lag: IngestLag, servers: str) -> list[str]:
         for row in rows
     ]
     lines.extend(f"{topic}: no such topic on the broker" for topic in lag.missing_topics)
-    lines.append(f"behind: {lag.behind:,} messages in {len(lag.partitions)} partitions of {servers}")
+    under = f"; positions of epoch {epoch}" if epoch else ""
+    lines.append(f"behind: {lag.behind:,} messages in {len(lag.partitions)} partitions of {servers}{under}")
     return lines
 
 
@@ -121,6 +122,8 @@ def consume_status(args: argparse.Namespace) -> int:
     servers = _bootstrap(settings, args.bootstrap_servers)
     if args.max_behind is not None and args.max_behind < 0:
         raise SettingsError("--max-behind: must be 0 or more")
+    if not 0 < args.timeout <= 3600:
+        raise SettingsError("--timeout: must be more than 0 and at most 3600 seconds")
     ledger = build_ledger(settings)
     try:
         lag = ingest_lag(ledger, servers, stream_prefix=settings.stream_prefix, timeout_s=args.timeout)
@@ -137,6 +140,7 @@ def consume_status(args: argparse.Namespace) -> int:
             json.dumps(
                 {
                     "bootstrap_servers": servers,
+                    "epoch": settings.ingest_epoch or None,
                     "behind": lag.behind,
                     "missing_topics": list(lag.missing_topics),
                     "partitions": [
@@ -156,7 +160,7 @@ def consume_status(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print("\n".join(_lag_table(lag, servers)))
+        print("\n".join(_lag_table(lag, servers, settings.ingest_epoch)))
     too_far = args.max_behind is not None and lag.behind > args.max_behind
     if too_far and not args.json:
         print(

@@ -159,12 +159,17 @@ def test_the_command_exits_1_only_past_max_behind(
     cli_store.recorder.insert_events([], tracking=Tracking("e2:acme.events:0", ends["acme.events:0"] - 1))
     monkeypatch.setenv("KIROKU_INGEST_EPOCH", "e2")
     assert main(["consume", "status", "--bootstrap-servers", kafka, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["behind"] == behind - ends["acme.events:0"]
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["epoch"] == "e2" and shown["behind"] == behind - ends["acme.events:0"]
+    assert main(["consume", "status", "--bootstrap-servers", kafka]) == 0
+    assert "; positions of epoch e2" in capsys.readouterr().out
     monkeypatch.delenv("KIROKU_INGEST_EPOCH")
     assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", str(behind - 1)]) == 1
     err = capsys.readouterr().err
     assert f"{behind:,} messages behind, more than --max-behind {behind - 1:,}" in err
     assert main(["consume", "status", "--bootstrap-servers", kafka, "--max-behind", "-1"]) == 2
+    assert main(["consume", "status", "--bootstrap-servers", kafka, "--timeout", "0"]) == 2
+    assert "--timeout: must be more than 0" in capsys.readouterr().err
 
 
 def test_an_unreachable_broker_is_reported_plainly(
