@@ -65,7 +65,7 @@ def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: floa
         listed: dict[TopicPartition, int] = consumer.end_offsets(partitions)
         consumer.assign(partitions)
         for tp in partitions:
-            consumer.seek(tp, max(listed[tp] - 1, 0))
+            consumer.seek(tp, max(listed[tp] - 1, starts[tp]))
         deadline = time.monotonic() + timeout_s
         while any(consumer.highwater(tp) is None for tp in partitions):
             if time.monotonic() > deadline:
