@@ -16,6 +16,7 @@ from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
 from kiroku.ingest_cli import register as register_ingest_commands
 from kiroku.projections_cli import register as register_projection_commands
+from kiroku.runtime import quiet_slow_network_steps
 from kiroku.service import run_service
 from kiroku.settings import Settings, SettingsError
 from kiroku.team_cli import register as register_team_commands
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    quiet_slow_network_steps()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
