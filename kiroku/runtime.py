@@ -76,7 +76,11 @@ class SlowNetworkSteps(logging.Filter):
 
 
 def quiet_slow_network_steps(every_s: float = 600.0) -> SlowNetworkSteps:
-    """Installs :class:`SlowNetworkSteps` on kafka-python's network logger."""
+    """Installs :class:`SlowNetworkSteps` on kafka-python's network logger, once per process."""
+    logger = logging.getLogger("kafka.net.selector")
+    for installed in logger.filters:
+        if isinstance(installed, SlowNetworkSteps):
+            return installed
     summed = SlowNetworkSteps(every_s)
-    logging.getLogger("kafka.net.selector").addFilter(summed)
+    logger.addFilter(summed)
     return summed

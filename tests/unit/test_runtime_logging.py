@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from kiroku.runtime import SlowNetworkSteps
+from kiroku.runtime import SlowNetworkSteps, quiet_slow_network_steps
 
 SLOW = (
     "Task %r ran for %.3fs (>%.3fs threshold). It is blocking the event loop -- likely a tight sync loop "
@@ -68,3 +68,10 @@ def test_other_records_of_the_logger_pass_as_they_are(logged: tuple[logging.Logg
         "Task task-2 left RUNNING after step; demoting to UNSCHEDULED",
         "Unhandled exception in task task-3:",
     ]
+
+
+def test_it_is_installed_once_however_often_the_command_starts() -> None:
+    first = quiet_slow_network_steps()
+    assert quiet_slow_network_steps() is first
+    installed = logging.getLogger("kafka.net.selector").filters
+    assert [f for f in installed if isinstance(f, SlowNetworkSteps)] == [first]
