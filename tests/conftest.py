@@ -74,9 +74,14 @@ def sqlite_settings(tmp_path: Path) -> Settings:
     return Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path), **_keys()})
 
 
-def postgres_settings(url: str, schema: str) -> Settings:
+def postgres_environ(url: str, schema: str) -> dict[str, str]:
+    """The settings, as environment variables, of a store in this schema, with fresh keys."""
     separator = "&" if "?" in url else "?"
-    return Settings.from_env({"DATABASE_URL": f"{url}{separator}schema={schema}", **_keys()})
+    return {"DATABASE_URL": f"{url}{separator}schema={schema}", **_keys()}
+
+
+def postgres_settings(url: str, schema: str) -> Settings:
+    return Settings.from_env(postgres_environ(url, schema))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import logging
-import os
 import time
 
 import pytest
@@ -19,6 +17,7 @@ from consumers.synthetic import Traffic
 from domain.application import Ledger
 from kiroku.broker import free_port
 from kiroku.cli import main
+from tests.conftest import postgres_environ
 from tests.integration.kafka_support import publish, running, settings_for, wait_for
 
 CONTRACT = Contract.load()
@@ -113,13 +112,11 @@ def test_a_topic_the_broker_lacks_is_named(kafka: str, pg_ledger: Ledger) -> Non
 def cli_store(
     pg_ledger: Ledger, postgres_url: str, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> Ledger:
-    """The CLI pointed at the same PostgreSQL schema as ``pg_ledger``."""
-    separator = "&" if "?" in postgres_url else "?"
-    monkeypatch.setenv("DATABASE_URL", f"{postgres_url}{separator}schema={postgres_schema}")
+    """The CLI pointed at the same PostgreSQL schema as ``pg_ledger`` (positions only: any keys will do)."""
+    for name, value in postgres_environ(postgres_url, postgres_schema).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    for name in ("KIROKU_MASTER_KEY", "KIROKU_PSEUDONYM_KEY"):  # positions only: any keys will do
-        monkeypatch.setenv(name, base64.b64encode(os.urandom(32)).decode())
     return pg_ledger
 
 
