@@ -40,7 +40,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
-from consumers.lag import stream_name
+from consumers.lag import lies_ahead, lost_before, stream_name
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from domain.errors import DomainError
@@ -147,7 +147,7 @@ def place(stream: str, recorded: int | None, log_start: int | None) -> Placement
             "reading from there",
         )
     following = recorded + 1
-    if log_start is None or following >= log_start:
+    if log_start is None or not lost_before(recorded, log_start):
         return Placement(following)
     return Placement(
         following,
@@ -356,14 +356,14 @@ class Ingest:
         record.
         """
         assigned = consumer.assignment()
-        for tp, expected in list(self.next_offset.items()):
+        for tp, recorded in list(self.recorded_offset.items()):
             if tp in self.stopped or tp not in assigned:
                 continue
             end = consumer.highwater(tp)
-            if end is not None and end < expected:
+            if end is not None and lies_ahead(recorded, end):
                 why = (
                     f"{self._stream(tp)}: the broker's log ends at offset {end}, before the recorded "
-                    f"position {expected - 1}: not the log it was recorded from; nothing more is recorded "
+                    f"position {recorded}: not the log it was recorded from; nothing more is recorded "
                     "from this partition until a person decides (`kiroku consume status` shows it as AHEAD; "
                     "a new KIROKU_INGEST_EPOCH starts over)"
                 )

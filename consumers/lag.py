@@ -91,6 +91,16 @@ def recorded_messages(ledger: Ledger, streams: Iterable[str]) -> int:
     return sum(0 if position is None else position + 1 for position in positions)
 
 
+def lost_before(recorded: int | None, log_start: int) -> int:
+    """Messages after the offset recorded last that the broker no longer holds (LOST when above 0)."""
+    return 0 if recorded is None else max(log_start - (recorded + 1), 0)
+
+
+def lies_ahead(recorded: int | None, log_end: int) -> bool:
+    """The offset recorded last lies at or past the log's end: not the log it was recorded from (AHEAD)."""
+    return recorded is not None and recorded + 1 > log_end
+
+
 @dataclass(frozen=True)
 class PartitionLag:
     """One partition: the offset recorded last (None: none yet) against the broker's log."""
@@ -118,14 +128,12 @@ class PartitionLag:
     @property
     def lost(self) -> int:
         """Messages after the recorded position that the broker no longer holds."""
-        if self.recorded is None:
-            return 0
-        return max(self.start - (self.recorded + 1), 0)
+        return lost_before(self.recorded, self.start)
 
     @property
     def ahead(self) -> bool:
         """The recorded position lies past the broker's end: not the log it was recorded from."""
-        return self.recorded is not None and self.recorded + 1 > self.end
+        return lies_ahead(self.recorded, self.end)
 
 
 @dataclass(frozen=True)
