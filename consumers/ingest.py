@@ -377,9 +377,8 @@ class Ingest:
         log_starts: dict[TopicPartition, int] = {}
         if to_position:
             try:
-                log_starts = consumer.beginning_offsets(
-                    [tp for tp in to_position if tp in consumer.assignment()]
-                )
+                assigned = consumer.assignment()
+                log_starts = consumer.beginning_offsets([tp for tp in to_position if tp in assigned])
             except KafkaError as exc:
                 # Not known: reading starts after the recorded position (or at 0), and a
                 # log that starts later is found when the fetch lands past it.
