@@ -50,23 +50,34 @@ def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: floa
     carries is right on Tansu as on Kafka, so each partition is fetched from
     just before the listed end and the larger of the two kept.
     """
+    deadline = time.monotonic() + timeout_s
+    waits_ms = max(int(timeout_s * 1000), 2)
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
-        bootstrap_timeout_ms=int(timeout_s * 1000),
+        # Every request is bounded by the timeout, not kafka-python's 30 s: a
+        # broker that accepts a request and never answers (the metadata or the
+        # offsets) is reported within it. A fetch may wait at most half of it.
+        bootstrap_timeout_ms=waits_ms,
+        request_timeout_ms=waits_ms,
+        fetch_max_wait_ms=min(500, waits_ms // 2),
+        connections_max_idle_ms=max(540_000, waits_ms + 1),
     )
+
+    def left_ms() -> int:
+        return max(int((deadline - time.monotonic()) * 1000), 1)
+
     try:
         found = {t: consumer.partitions_for_topic(t) for t in topics}
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(found[t] or [])]
         missing = tuple(t for t in topics if not found[t])
         if not partitions:
             return LogBounds({}, missing)
-        starts: dict[TopicPartition, int] = consumer.beginning_offsets(partitions)
-        listed: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+        starts: dict[TopicPartition, int] = consumer.beginning_offsets(partitions, timeout_ms=left_ms())
+        listed: dict[TopicPartition, int] = consumer.end_offsets(partitions, timeout_ms=left_ms())
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, max(listed[tp] - 1, starts[tp]))
-        deadline = time.monotonic() + timeout_s
         while any(consumer.highwater(tp) is None for tp in partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no fetch gave every partition's high watermark in {timeout_s} s")

@@ -1,7 +1,8 @@
-"""Fixtures of the API tests."""
+"""Fixtures of the integration tests: an API on a PostgreSQL store, a broker behind a proxy."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,12 +10,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import TokenRegistry
+from consumers.topics import create_topics
 from domain.application import Ledger
 from domain.certificate import CertificateIdentity
 from domain.commands import PersonalItemInput
+from kiroku.broker import TansuBroker, free_port
 from projections.service import Projections
 from tests.helpers import FakeClock, cause
 from tests.integration.api_support import TARO, Api
+from tests.integration.proxy import Proxy
 
 
 @pytest.fixture
@@ -38,3 +42,16 @@ def api(pg_ledger: Ledger, clock: FakeClock, tmp_path: Path) -> Api:
     }
     client = TestClient(create_app(pg_ledger, projections, TokenRegistry.load(path), clock))
     return Api(client, tokens, pg_ledger, projections)
+
+
+@pytest.fixture
+def broker_behind_proxy() -> Iterator[tuple[str, Proxy]]:
+    """Tansu, advertising a proxy's address, so every client connection goes through the proxy."""
+    proxy_port = free_port()
+    broker = TansuBroker(advertised_port=proxy_port)
+    proxy = Proxy("127.0.0.1", broker.port, listen_port=proxy_port)
+    broker.start()
+    create_topics(broker.bootstrap_servers)
+    yield broker.bootstrap_servers, proxy
+    proxy.close()
+    broker.stop()

@@ -20,6 +20,8 @@ class Proxy:
         self._open.set()
         self._stop = threading.Event()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        #: Kafka request API keys whose requests are never passed on (see ``hold``).
+        self._held: frozenset[int] = frozenset()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
@@ -49,6 +51,7 @@ class Proxy:
         selector = selectors.DefaultSelector()
         selector.register(client, selectors.EVENT_READ, upstream)
         selector.register(upstream, selectors.EVENT_READ, client)
+        requests = _Requests()
         try:
             while not self._stop.is_set():
                 for key, _ in selector.select(timeout=0.2):
@@ -56,6 +59,10 @@ class Proxy:
                     data = source.recv(65536)
                     if not data:
                         return
+                    if source is client and requests.any_of(data, self._held):
+                        # The broker never sees this request nor any after it on this connection.
+                        selector.unregister(client)
+                        continue
                     key.data.sendall(data)
         except OSError:
             return
@@ -87,6 +94,16 @@ class Proxy:
 
     def restore(self) -> None:
         self._open.set()
+        self._held = frozenset()
+
+    def hold(self, *api_keys: int) -> None:
+        """From now, a connection that sends a Kafka request of one of these API keys hangs.
+
+        The request is not passed on and nothing more is read from that client,
+        so it waits for an answer that never comes; the broker's answers to what
+        it had already passed on still arrive. ``restore()`` ends it for new requests.
+        """
+        self._held = frozenset(api_keys)
 
     def outage(self, seconds: float) -> None:
         self.cut()
@@ -97,3 +114,29 @@ class Proxy:
         self._stop.set()
         self.cut()
         self._listener.close()
+
+
+class _Requests:
+    """Follows the Kafka request frames a client sends on one connection (size, then API key)."""
+
+    def __init__(self) -> None:
+        self._head = b""  # the start of a frame whose size and API key are not all read yet
+        self._skip = 0  # the rest of the current frame's body
+
+    def any_of(self, data: bytes, api_keys: frozenset[int]) -> bool:
+        """Whether a request that starts in ``data`` has one of these API keys."""
+        found = False
+        while data:
+            if self._skip:
+                taken = min(self._skip, len(data))
+                self._skip -= taken
+                data = data[taken:]
+                continue
+            need = 6 - len(self._head)
+            self._head, data = self._head + data[:need], data[need:]
+            if len(self._head) < 6:
+                break
+            found = found or int.from_bytes(self._head[4:6], "big") in api_keys
+            self._skip = int.from_bytes(self._head[:4], "big") - 2
+            self._head = b""
+        return found

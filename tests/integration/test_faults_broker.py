@@ -7,31 +7,16 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from consumers.contract import Contract
 from consumers.ingest import Ingest
 from consumers.synthetic import Traffic
-from consumers.topics import create_topics
 from domain.application import Ledger
-from kiroku.broker import TansuBroker, free_port
+from kiroku.broker import TansuBroker
 from tests.integration.kafka_support import handled, publish, receipts, settings_for, wait_for
 from tests.integration.proxy import Proxy
-
-
-@pytest.fixture
-def broker_behind_proxy() -> Iterator[tuple[str, Proxy]]:
-    """Tansu, advertising a proxy's address, so every client connection goes through the proxy."""
-    proxy_port = free_port()
-    broker = TansuBroker(advertised_port=proxy_port)
-    proxy = Proxy("127.0.0.1", broker.port, listen_port=proxy_port)
-    broker.start()
-    create_topics(broker.bootstrap_servers)
-    yield broker.bootstrap_servers, proxy
-    proxy.close()
-    broker.stop()
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from kiroku.broker import free_port
 from kiroku.cli import main
 from tests.conftest import postgres_environ
 from tests.integration.kafka_support import publish, running, settings_for, wait_for
+from tests.integration.proxy import Proxy
 
 CONTRACT = Contract.load()
 
@@ -176,3 +177,25 @@ def test_an_unreachable_broker_is_reported_plainly(
     assert main(["consume", "status", "--bootstrap-servers", servers, "--timeout", "2"]) == 3
     err = capsys.readouterr().err
     assert f"cannot read the partitions' offsets from {servers}" in err
+
+
+# The Kafka API keys of the requests the status makes after connecting.
+METADATA, LIST_OFFSETS = 3, 2
+
+
+@pytest.mark.parametrize("api_key", [METADATA, LIST_OFFSETS], ids=["metadata", "list-offsets"])
+def test_a_broker_that_never_answers_a_request_is_reported_within_the_timeout(
+    broker_behind_proxy: tuple[str, Proxy],
+    cli_store: Ledger,
+    capsys: pytest.CaptureFixture[str],
+    api_key: int,
+) -> None:
+    servers, proxy = broker_behind_proxy
+    assert main(["consume", "status", "--bootstrap-servers", servers, "--timeout", "2"]) == 0
+    capsys.readouterr()
+    proxy.hold(api_key)  # the broker accepts the connection and the request, and never answers it
+    started = time.monotonic()
+    assert main(["consume", "status", "--bootstrap-servers", servers, "--timeout", "2"]) == 3
+    # kafka-python's own request timeout is 30 s; the status keeps to its --timeout.
+    assert time.monotonic() - started < 8
+    assert f"cannot read the partitions' offsets from {servers}" in capsys.readouterr().err
