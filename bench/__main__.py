@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from bench import history, ingest, ingest_phases, query, rebuild
+from kiroku.runtime import quiet_slow_network_steps
 
 
 def main() -> None:
@@ -23,6 +24,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # kafka-python's slow-step warnings, summed up as the kiroku command sums them
+    # (the ceiling's consumer and the benchmark's own run in this process).
+    quiet_slow_network_steps()
     if args.benchmark == "query":
         query.main(args.events, args.clients, args.requests, args.api_workers)
     elif args.benchmark == "ingest":
