@@ -26,6 +26,7 @@ import logging
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,7 +155,8 @@ def place(stream: str, recorded: int | None, log_start: int | None) -> Placement
         stopped=True,
         note=f"{stream}: offsets {following}-{log_start - 1} were removed from the broker before they "
         "were recorded; nothing more is recorded from this partition until a person decides "
-        "(`kiroku consume status` shows it as LOST; a new KIROKU_INGEST_EPOCH starts over)",
+        "(`kiroku consume status` shows it as LOST; `kiroku consume accept-loss` records the gap "
+        "and goes on; a new KIROKU_INGEST_EPOCH starts over)",
     )
 
 
@@ -177,6 +179,9 @@ class _Positioning(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-py
 class Ingest:
     """Consumes the upstream topics into the ledger until told to stop."""
 
+    #: How often a partition stopped for LOST messages looks whether a person accepted the gap (s).
+    recheck_lost_s: float = 30.0
+
     def __init__(
         self,
         ledger: Ledger,
@@ -196,6 +201,9 @@ class Ingest:
         self.recorded_offset: dict[TopicPartition, int | None] = {}
         #: Assigned partitions that wait for a person, and why (paused; nothing is recorded from them).
         self.stopped: dict[TopicPartition, str] = {}
+        #: The stopped partitions whose messages were lost: they go on once the gap is accepted.
+        self._lost: set[TopicPartition] = set()
+        self._next_recheck = 0.0
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -214,6 +222,7 @@ class Ingest:
             self.next_offset.pop(tp, None)
             self.recorded_offset.pop(tp, None)
             self.stopped.pop(tp, None)
+            self._lost.discard(tp)
         self.counters.stopped_partitions = len(self.stopped)
 
     def _connect(self) -> tuple[KafkaConsumer, KafkaProducer]:
@@ -307,14 +316,63 @@ class Ingest:
             self.counters.add(consumed=len(fresh))
             self._apply_batch(tp, fresh)
         self._check_log_ends(consumer)
+        self._recheck_lost(consumer)
 
-    def _stop_partition(self, consumer: KafkaConsumer, tp: TopicPartition, why: str) -> None:
+    def _stop_partition(self, consumer: KafkaConsumer, tp: TopicPartition, why: str, *, lost: bool) -> None:
         """Pauses a partition that needs a person; the others go on."""
         if tp not in self.stopped:
             log.error("%s", why)
         self.stopped[tp] = why
+        if lost:
+            self._lost.add(tp)
         self.counters.stopped_partitions = len(self.stopped)
         consumer.pause(tp)
+
+    def _recheck_lost(self, consumer: KafkaConsumer) -> None:
+        """Goes on with a LOST partition once a person accepted the gap (``kiroku consume accept-loss``).
+
+        Accepting moves the partition's recorded position past the messages that
+        are gone, in the transaction that records the gap; every
+        ``recheck_lost_s`` the stopped partitions' positions are read again, and
+        one that now fits the broker's log is resumed from there.
+        """
+        now = time.monotonic()
+        if not self._lost or now < self._next_recheck:
+            return
+        self._next_recheck = now + self.recheck_lost_s
+        assigned = consumer.assignment()
+        waiting = sorted((tp for tp in self._lost if tp in assigned), key=lambda t: (t.topic, t.partition))
+        try:
+            recorded = self.ledger.tracked_positions([self._stream(tp) for tp in waiting])
+        except TRANSIENT as exc:
+            log.warning("could not read the stopped partitions' positions: %s", type(exc).__name__)
+            return
+        moved = [tp for tp in waiting if recorded[self._stream(tp)] != self.recorded_offset.get(tp)]
+        if not moved:
+            return
+        try:
+            log_starts = consumer.beginning_offsets(moved)
+        except KafkaError as exc:
+            log.warning("could not read where the stopped partitions' logs start: %s", type(exc).__name__)
+            return
+        for tp in moved:
+            stream = self._stream(tp)
+            placement = place(stream, recorded[stream], log_starts[tp])
+            self.recorded_offset[tp] = recorded[stream]
+            if placement.stopped:
+                continue  # a gap accepted in part: still messages lost before the log's start
+            self._lost.discard(tp)
+            del self.stopped[tp]
+            self.counters.stopped_partitions = len(self.stopped)
+            self.next_offset[tp] = placement.offset
+            consumer.seek(tp, placement.offset)
+            consumer.resume(tp)
+            log.warning(
+                "%s: a person accepted the messages lost before offset %s (recorded in the ledger); "
+                "reading from there",
+                stream,
+                placement.offset,
+            )
 
     def _ran_ahead(self, consumer: KafkaConsumer, tp: TopicPartition, expected: int, fetched: int) -> None:
         """Kafka's position ran past the next message to record: never skip it.
@@ -331,7 +389,7 @@ class Ingest:
         else:
             placement = place(self._stream(tp), self.recorded_offset.get(tp), log_start)
         if placement.stopped:
-            self._stop_partition(consumer, tp, placement.note or "")
+            self._stop_partition(consumer, tp, placement.note or "", lost=True)
             return
         if placement.offset != expected and placement.note:
             log.warning("%s", placement.note)
@@ -367,7 +425,7 @@ class Ingest:
                     "from this partition until a person decides (`kiroku consume status` shows it as AHEAD; "
                     "a new KIROKU_INGEST_EPOCH starts over)"
                 )
-                self._stop_partition(consumer, tp, why)
+                self._stop_partition(consumer, tp, why, lost=False)
 
     def _position(self, consumer: KafkaConsumer) -> set[TopicPartition]:
         """Seeks every newly assigned partition to the position recorded in the event store."""
@@ -405,7 +463,7 @@ class Ingest:
                     placement.offset,
                 )
                 if placement.stopped:
-                    self._stop_partition(consumer, tp, placement.note or "")
+                    self._stop_partition(consumer, tp, placement.note or "", lost=True)
                 elif placement.note:
                     log.warning("%s", placement.note)
             self.to_position.discard(tp)

@@ -11,7 +11,9 @@ partition for (``consumers.ingest``), because it cannot mend them itself:
   topic was deleted and made again, or this is another cluster); reading on
   would skip the new log's messages up to the recorded position.
 
-Reads only: it joins no consumer group and commits nothing.
+Reads only: it joins no consumer group and commits nothing. ``accept_loss``
+(``kiroku consume accept-loss``) is the one write: a person accepts a LOST
+partition's gap, which the ledger records, and ingest goes on after it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from consumers.topics import UPSTREAM_TOPICS
 from domain.application import Ledger
+from domain.cause import Cause
+from domain.commands import CommandResult
+from domain.errors import InvalidCommand
 
 
 def stream_name(topic: str, partition: int) -> str:
@@ -183,4 +188,33 @@ def ingest_lag(
             for tp in ordered
         ),
         bounds.missing_topics,
+    )
+
+
+def accept_loss(
+    ledger: Ledger, partition: PartitionLag, *, reason: str, cause: Cause, stream_prefix: str = ""
+) -> CommandResult:
+    """Records a LOST partition's missing offsets as an accepted gap; ingest reads on from the log's start.
+
+    ``partition`` is as ``ingest_lag`` read it just before. Refused (``InvalidCommand``)
+    unless messages are lost, and for a partition AHEAD (another log: a new epoch is
+    the way on). The ledger checks again that the recorded position is the one read.
+    """
+    name = f"{partition.topic}/{partition.partition}"
+    if partition.ahead:
+        raise InvalidCommand(
+            f"{name} lies AHEAD of the broker's log (another log, not lost messages): "
+            "a new KIROKU_INGEST_EPOCH starts over"
+        )
+    if not partition.lost or partition.recorded is None:
+        recorded = "nothing" if partition.recorded is None else f"up to {partition.recorded:,}"
+        raise InvalidCommand(
+            f"{name}: nothing is lost (the log starts at offset {partition.start:,}; recorded {recorded})"
+        )
+    return ledger.accept_upstream_gap(
+        stream=stream_prefix + partition.stream,
+        first_missing=partition.recorded + 1,
+        next_available=partition.start,
+        reason=reason,
+        cause=cause,
     )

@@ -1,8 +1,9 @@
-"""``kiroku consume [status]``, ``kiroku publish``, ``kiroku broker`` and ``kiroku policy init``."""
+"""``kiroku consume [status|accept-loss]``, ``kiroku publish``, ``kiroku broker``, ``kiroku policy init``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -19,9 +20,10 @@ from kafka.errors import KafkaError
 
 from consumers.contract import Contract
 from consumers.ingest import Ingest, IngestSettings
-from consumers.lag import IngestLag, ingest_lag
+from consumers.lag import IngestLag, accept_loss, ingest_lag
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
+from domain.cause import Cause
 from domain.errors import DomainError
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
@@ -170,6 +172,53 @@ def consume_status(args: argparse.Namespace) -> int:
     return 1 if lag.troubled or lag.missing_topics or too_far else 0
 
 
+def consume_accept_loss(args: argparse.Namespace) -> int:
+    """Records a LOST partition's gap in the ledger; the consumers go on after it."""
+    settings = Settings.from_env(dict(os.environ))
+    servers = _bootstrap(settings, args.bootstrap_servers)
+    if args.topic not in UPSTREAM_TOPICS:
+        raise SettingsError(f"--topic: one of {', '.join(UPSTREAM_TOPICS)}")
+    if not 0 < args.timeout <= 3600:
+        raise SettingsError("--timeout: must be more than 0 and at most 3600 seconds")
+    ledger = build_ledger(settings)
+    try:
+        try:
+            lag = ingest_lag(
+                ledger, servers, [args.topic], stream_prefix=settings.stream_prefix, timeout_s=args.timeout
+            )
+        except (KafkaError, TimeoutError) as exc:
+            print(
+                f"kiroku: cannot read the partitions' offsets from {servers}: {type(exc).__name__}",
+                file=sys.stderr,
+            )
+            return 3
+        found = [p for p in lag.partitions if p.partition == args.partition]
+        if not found:
+            print(f"kiroku: the broker has no partition {args.partition} of {args.topic}", file=sys.stderr)
+            return 1
+        partition = found[0]
+        cause = Cause(
+            actor=f"cli:{getpass.getuser()}", source_system="kiroku-cli", occurred_at=datetime.now(UTC)
+        )
+        try:
+            result = accept_loss(
+                ledger, partition, reason=args.reason, cause=cause, stream_prefix=settings.stream_prefix
+            )
+        except DomainError as exc:
+            print(f"kiroku: refused: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        ledger.close()
+    assert partition.recorded is not None  # accept_loss refuses otherwise
+    print(
+        f"recorded as lost: offsets {partition.recorded + 1:,}-{partition.start - 1:,} of "
+        f"{args.topic}/{args.partition} ({partition.lost:,} messages; gap {result.id}); "
+        f"the consumer holding the partition reads on from offset {partition.start:,} "
+        f"within {Ingest.recheck_lost_s:.0f} s"
+    )
+    return 0
+
+
 class _Progress:
     """A one-line progress bar on standard error, with the rate."""
 
@@ -266,7 +315,7 @@ def register(sub: Any) -> None:
     c.add_argument("--session-timeout-ms", type=int, default=10_000)
     c.add_argument("--create-topics", action="store_true", help="create the topics first if they are missing")
     c.set_defaults(func=consume)
-    c_sub = c.add_subparsers(dest="consume_command", metavar="status")
+    c_sub = c.add_subparsers(dest="consume_command", metavar="status|accept-loss")
     st = c_sub.add_parser(
         "status",
         help="each upstream partition: the offset recorded last, the broker's log, the messages behind",
@@ -285,6 +334,25 @@ def register(sub: Any) -> None:
     st.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     st.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
     st.set_defaults(func=consume_status)
+    al = c_sub.add_parser(
+        "accept-loss",
+        help="record a LOST partition's missing messages as a gap in the ledger, so ingest goes on",
+        description=(
+            "For a partition that `kiroku consume status` shows as LOST: records in the ledger (and so in "
+            "the audit trail) which offsets were removed from the broker before they were recorded, why, "
+            "and who accepted it, and moves the partition's recorded position past them in the same "
+            "transaction; the consumer holding the partition goes on from the log's start. Exit 1 when "
+            "nothing is lost there (or it lies AHEAD); 3 when the broker cannot be read."
+        ),
+    )
+    al.add_argument("--topic", required=True, help=f"one of {', '.join(UPSTREAM_TOPICS)}")
+    al.add_argument("--partition", type=int, required=True)
+    al.add_argument("--reason", required=True, help="why the loss is accepted (kept in the ledger)")
+    al.add_argument(
+        "--bootstrap-servers", default=argparse.SUPPRESS, help="overrides KAFKA_BOOTSTRAP_SERVERS"
+    )
+    al.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
+    al.set_defaults(func=consume_accept_loss)
     p = sub.add_parser("publish", help="publish synthetic upstream traffic (demos, benchmarks)")
     p.add_argument("count", type=int)
     p.add_argument("--seed", type=int, default=0)

@@ -51,6 +51,7 @@ from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
+from domain.gap import MAX_REASON, UpstreamGap
 from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for, uuid_order
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
@@ -459,6 +460,47 @@ class LedgerBase(Application[UUID]):
             found = recorder.max_tracking_ids(names)
             return {name: found.get(name) for name in names}
         return {name: self.tracked_position(name) for name in names}
+
+    def accept_upstream_gap(
+        self, *, stream: str, first_missing: int, next_available: int, reason: str, cause: Cause
+    ) -> CommandResult:
+        """Records that ``stream``'s positions ``first_missing`` to ``next_available - 1`` are lost.
+
+        The gap must start right after the stream's recorded position; the
+        :class:`~domain.gap.UpstreamGap` event and the stream's new position
+        (``next_available - 1``) are saved in one transaction, so ingest goes on
+        from ``next_available`` and the audit trail says who accepted what and why.
+        """
+        if not isinstance(cause, Cause):
+            raise InvalidCommand("every command needs its cause")
+        reason = reason.strip() if isinstance(reason, str) else ""
+        if not 0 < len(reason) <= MAX_REASON:
+            raise InvalidCommand(f"accepting a gap needs a reason of 1 to {MAX_REASON} characters")
+        positions = (first_missing, next_available)
+        if not (all(type(p) is int for p in positions) and 0 < first_missing < next_available):
+            raise InvalidCommand("a gap runs from a position after the first to a later one")
+        recorded = self.tracked_position(stream)
+        if recorded != first_missing - 1:
+            raise InvalidCommand(
+                f"{stream}: the position recorded last is {recorded}, so a gap would start at "
+                f"{'the stream start' if recorded is None else recorded + 1}, not {first_missing}"
+            )
+        gap = UpstreamGap.accepted(
+            stream=stream,
+            first_missing=first_missing,
+            last_missing=next_available - 1,
+            reason=reason,
+            cause=cause,
+        )
+        try:
+            with self.batch() as batch:
+                batch.add([gap], {})
+                position = batch.commit(Tracking(stream, next_available - 1))
+        except IntegrityError:
+            raise ConcurrencyConflict(
+                f"{stream}: its position changed while the gap was accepted; look again"
+            ) from None
+        return CommandResult(gap.id, position)
 
     # Snapshots --------------------------------------------------------------
     #

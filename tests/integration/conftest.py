@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests: an API on a PostgreSQL store, a broker behind a proxy."""
+"""Fixtures of the integration tests: an API and the CLI on a PostgreSQL store, a broker behind a proxy."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from domain.certificate import CertificateIdentity
 from domain.commands import PersonalItemInput
 from kiroku.broker import TansuBroker, free_port
 from projections.service import Projections
+from tests.conftest import postgres_environ
 from tests.helpers import FakeClock, cause
 from tests.integration.api_support import TARO, Api
 from tests.integration.proxy import Proxy
@@ -55,3 +56,15 @@ def broker_behind_proxy() -> Iterator[tuple[str, Proxy]]:
     yield broker.bootstrap_servers, proxy
     proxy.close()
     broker.stop()
+
+
+@pytest.fixture
+def cli_store(
+    pg_ledger: Ledger, postgres_url: str, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> Ledger:
+    """The CLI pointed at the same PostgreSQL schema as ``pg_ledger`` (positions only: any keys will do)."""
+    for name, value in postgres_environ(postgres_url, postgres_schema).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    return pg_ledger

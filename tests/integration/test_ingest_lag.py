@@ -17,7 +17,6 @@ from consumers.synthetic import Traffic
 from domain.application import Ledger
 from kiroku.broker import free_port
 from kiroku.cli import main
-from tests.conftest import postgres_environ
 from tests.integration.kafka_support import publish, running, settings_for, wait_for
 from tests.integration.proxy import Proxy
 
@@ -107,18 +106,6 @@ def test_a_topic_the_broker_lacks_is_named(kafka: str, pg_ledger: Ledger) -> Non
     lag = ingest_lag(pg_ledger, kafka, ["acme.events", "no-such-upstream"])
     assert lag.missing_topics == ("no-such-upstream",)
     assert {p.topic for p in lag.partitions} == {"acme.events"}
-
-
-@pytest.fixture
-def cli_store(
-    pg_ledger: Ledger, postgres_url: str, postgres_schema: str, monkeypatch: pytest.MonkeyPatch
-) -> Ledger:
-    """The CLI pointed at the same PostgreSQL schema as ``pg_ledger`` (positions only: any keys will do)."""
-    for name, value in postgres_environ(postgres_url, postgres_schema).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    return pg_ledger
 
 
 def test_the_command_flags_a_partition_recorded_past_the_brokers_end(

@@ -1,0 +1,66 @@
+"""Upstream messages the ledger will never hold, and the person who accepted that.
+
+An upstream stream (for ingest: a Kafka topic partition) is recorded in order,
+its position kept beside the events. When the messages after the recorded
+position are gone from upstream before they were recorded (retention removed
+them while ingest was stopped or behind), ingest stops that stream rather
+than skip them. A person who has looked (and, where it matters, asked the
+upstream system to publish again what it can) accepts the gap: the ledger
+records which positions are missing, why, and who decided, and the stream's
+position moves past them in the same transaction.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.cause import Cause
+from domain.creation import create
+from domain.identity import deterministic_id
+from domain.quickinit import quicken_events
+
+#: The longest reason a person may give (characters).
+MAX_REASON = 2000
+
+
+def gap_id(stream: str, first_missing: int) -> UUID:
+    return deterministic_id("upstream-gap", stream, str(first_missing))
+
+
+@quicken_events
+class UpstreamGap(Aggregate):
+    """Positions ``first_missing`` to ``last_missing`` of an upstream stream, never recorded."""
+
+    class Accepted(Aggregate.Created):
+        stream: str
+        first_missing: int
+        last_missing: int
+        reason: str
+        cause: Cause
+
+    def __init__(self, stream: str, first_missing: int, last_missing: int, reason: str) -> None:
+        self.stream = stream
+        self.first_missing = first_missing
+        self.last_missing = last_missing
+        self.reason = reason
+
+    @property
+    def missing(self) -> int:
+        return self.last_missing - self.first_missing + 1
+
+    @classmethod
+    def accepted(
+        cls, *, stream: str, first_missing: int, last_missing: int, reason: str, cause: Cause
+    ) -> UpstreamGap:
+        return create(
+            cls,
+            cls.Accepted,
+            gap_id(stream, first_missing),
+            stream=stream,
+            first_missing=first_missing,
+            last_missing=last_missing,
+            reason=reason,
+            cause=cause,
+        )
