@@ -113,6 +113,14 @@ def _lag_table(lag: IngestLag, servers: str, epoch: str) -> list[str]:
         for row in rows
     ]
     lines.extend(f"{topic}: no such topic on the broker" for topic in lag.missing_topics)
+    for p in lag.troubled:
+        if p.ahead:
+            lines.append(f"{p.stream}: to start over on what the broker holds, set a new KIROKU_INGEST_EPOCH")
+        else:
+            lines.append(
+                f"{p.stream}: to record the gap and go on: kiroku consume accept-loss --topic {p.topic} "
+                f'--partition {p.partition} --reason "..."'
+            )
     under = f"; positions of epoch {epoch}" if epoch else ""
     lines.append(f"behind: {lag.behind:,} messages in {len(lag.partitions)} partitions of {servers}{under}")
     return lines

@@ -6,6 +6,7 @@ import pytest
 
 from consumers.ingest import place
 from consumers.lag import IngestLag, PartitionLag
+from kiroku.ingest_cli import _lag_table
 
 
 def lag(recorded: int | None, start: int, end: int) -> PartitionLag:
@@ -72,3 +73,19 @@ def test_a_stopped_partition_names_the_offsets_that_are_gone() -> None:
         "acme.events:2: offsets 100-129 were removed from the broker before they were recorded"
     )
     assert "LOST" in note
+
+
+def test_the_table_says_how_to_go_on_for_each_troubled_partition() -> None:
+    lost = PartitionLag("acme.events", 1, 9, 25, 40)
+    ahead = PartitionLag("registrar.events", 0, 99, 0, 40)
+    table = _lag_table(IngestLag((lost, ahead, lag(9, 0, 40)), ()), "127.0.0.1:9092", "")
+    assert next(line for line in table if line.startswith("acme.events:1 ")).endswith(
+        "LOST 15: the log now starts after the next message to record"
+    )
+    hints = [line for line in table if ": to " in line]
+    assert hints == [
+        "acme.events:1: to record the gap and go on: kiroku consume accept-loss --topic acme.events "
+        '--partition 1 --reason "..."',
+        "registrar.events:0: to start over on what the broker holds, set a new KIROKU_INGEST_EPOCH",
+    ]
+    assert not [line for line in _lag_table(IngestLag((lag(9, 0, 40),), ()), "b:1", "") if ": to " in line]
