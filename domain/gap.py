@@ -12,6 +12,8 @@ position moves past them in the same transaction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -19,7 +21,7 @@ from eventsourcing.domain import Aggregate
 from domain.cause import Cause
 from domain.creation import create
 from domain.identity import deterministic_id
-from domain.quickinit import quicken_events
+from domain.quickinit import quick_init, quicken_events
 
 #: The longest reason a person may give (characters).
 MAX_REASON = 2000
@@ -27,6 +29,26 @@ MAX_REASON = 2000
 
 def gap_id(stream: str, first_missing: int) -> UUID:
     return deterministic_id("upstream-gap", stream, str(first_missing))
+
+
+@quick_init
+@dataclass(frozen=True)
+class AcceptedGap:
+    """An accepted gap as a listing shows it: what is missing, why, who accepted it and when."""
+
+    gap_id: UUID
+    stream: str
+    first_missing: int
+    last_missing: int
+    reason: str
+    actor: str
+    source_system: str
+    accepted_at: datetime
+    notification_id: int
+
+    @property
+    def missing(self) -> int:
+        return self.last_missing - self.first_missing + 1
 
 
 @quicken_events

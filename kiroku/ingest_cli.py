@@ -1,4 +1,7 @@
-"""``kiroku consume [status|accept-loss]``, ``kiroku publish``, ``kiroku broker``, ``kiroku policy init``."""
+"""The commands of ingest and of the development broker.
+
+``kiroku consume [status|accept-loss|gaps]``, ``kiroku publish``, ``kiroku broker``, ``kiroku policy init``
+"""
 
 from __future__ import annotations
 
@@ -227,6 +230,55 @@ def consume_accept_loss(args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """A person's text for a terminal: control characters shown escaped, lines indented under the row."""
+    shown = "".join(c if c in "\n\t" or c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return shown.replace("\n", "\n    ")
+
+
+def consume_gaps(args: argparse.Namespace) -> int:
+    """Every upstream gap a person accepted: which messages, why, who and when (from the ledger)."""
+    settings = Settings.from_env(dict(os.environ))
+    ledger = build_ledger(settings)
+    try:
+        gaps = ledger.accepted_gaps()
+    finally:
+        ledger.close()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "gap_id": str(g.gap_id),
+                        "stream": g.stream,
+                        "first_missing": g.first_missing,
+                        "last_missing": g.last_missing,
+                        "missing": g.missing,
+                        "reason": g.reason,
+                        "actor": g.actor,
+                        "source_system": g.source_system,
+                        "accepted_at": g.accepted_at.isoformat(),
+                        "notification_id": g.notification_id,
+                    }
+                    for g in gaps
+                ]
+            )
+        )
+        return 0
+    if not gaps:
+        print("no upstream gaps accepted")
+        return 0
+    for g in gaps:
+        print(
+            f"{g.accepted_at.isoformat(timespec='seconds')}  {g.stream}  offsets "
+            f"{g.first_missing:,}-{g.last_missing:,} ({g.missing:,} messages)  by {g.actor}  gap {g.gap_id}"
+        )
+        print(f"    {_printable(g.reason)}")
+    missing = sum(g.missing for g in gaps)
+    print(f"{len(gaps):,} gap{'s' * (len(gaps) != 1)} accepted, {missing:,} messages never recorded in all")
+    return 0
+
+
 class _Progress:
     """A one-line progress bar on standard error, with the rate."""
 
@@ -323,7 +375,7 @@ def register(sub: Any) -> None:
     c.add_argument("--session-timeout-ms", type=int, default=10_000)
     c.add_argument("--create-topics", action="store_true", help="create the topics first if they are missing")
     c.set_defaults(func=consume)
-    c_sub = c.add_subparsers(dest="consume_command", metavar="status|accept-loss")
+    c_sub = c.add_subparsers(dest="consume_command", metavar="status|accept-loss|gaps")
     st = c_sub.add_parser(
         "status",
         help="each upstream partition: the offset recorded last, the broker's log, the messages behind",
@@ -361,6 +413,17 @@ def register(sub: Any) -> None:
     )
     al.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker (default 30)")
     al.set_defaults(func=consume_accept_loss)
+    gp = c_sub.add_parser(
+        "gaps",
+        help="every upstream gap accepted with accept-loss: which messages, why, who and when",
+        description=(
+            "Lists from the ledger every upstream gap a person accepted (`kiroku consume accept-loss`): the "
+            "stream (an ingest epoch's prefix, the topic and partition), the offsets never recorded, the "
+            "reason given, who accepted it and when. Needs the database only, not the broker."
+        ),
+    )
+    gp.add_argument("--json", action="store_true", help="a JSON array instead of the listing")
+    gp.set_defaults(func=consume_gaps)
     p = sub.add_parser("publish", help="publish synthetic upstream traffic (demos, benchmarks)")
     p.add_argument("count", type=int)
     p.add_argument("--seed", type=int, default=0)

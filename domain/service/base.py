@@ -51,7 +51,7 @@ from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
-from domain.gap import MAX_REASON, UpstreamGap
+from domain.gap import MAX_REASON, AcceptedGap, UpstreamGap
 from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for, uuid_order
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
@@ -501,6 +501,36 @@ class LedgerBase(Application[UUID]):
                 f"{stream}: its position changed while the gap was accepted; look again"
             ) from None
         return CommandResult(gap.id, position)
+
+    def accepted_gaps(self, page: int = 1000) -> list[AcceptedGap]:
+        """Every upstream gap a person accepted, in the order they were recorded.
+
+        Read from the event store (the events of one kind, ``page`` at a time),
+        so it needs no view and answers on a store whose views are not built.
+        """
+        topic = get_topic(UpstreamGap.Accepted)
+        found: list[AcceptedGap] = []
+        start = 1
+        while True:
+            notifications = self.recorder.select_notifications(start=start, limit=page, topics=[topic])
+            for notification in notifications:
+                event: Any = self.mapper.to_domain_event(notification)
+                found.append(
+                    AcceptedGap(
+                        gap_id=event.originator_id,
+                        stream=event.stream,
+                        first_missing=event.first_missing,
+                        last_missing=event.last_missing,
+                        reason=event.reason,
+                        actor=event.cause.actor,
+                        source_system=event.cause.source_system,
+                        accepted_at=event.timestamp,
+                        notification_id=notification.id,
+                    )
+                )
+            if len(notifications) < page:
+                return found
+            start = notifications[-1].id + 1
 
     # Snapshots --------------------------------------------------------------
     #

@@ -10,7 +10,9 @@ against a real broker, with its partition stopped as LOST from its own thread.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -200,3 +202,47 @@ def test_the_command_refuses_where_nothing_is_lost(
     command = ["consume", "accept-loss", "--bootstrap-servers", unreachable, "--reason", REASON]
     assert main([*command, "--topic", topic, "--partition", partition, "--timeout", "2"]) == 3
     assert cli_store.recorder.max_notification_id() == before
+
+
+def test_the_accepted_gaps_are_listed_with_what_why_who_and_when(
+    cli_store: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["consume", "gaps"]) == 0
+    assert capsys.readouterr().out == "no upstream gaps accepted\n"
+    assert main(["consume", "gaps", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+    cli_store.recorder.insert_events([], tracking=Tracking("acme.events:2", 9))
+    cli_store.recorder.insert_events([], tracking=Tracking("2026-12:registrar.events:0", 0))
+    first = accept_loss(
+        cli_store, PartitionLag("acme.events", 2, 9, 25, 40), reason=REASON, cause=cause(actor="cli:ana")
+    )
+    # Some other events between the two: the listing reads the gaps' kind only.
+    cli_store.recorder.insert_events([], tracking=Tracking("acme.events:0", 5))
+    odd = "lost in the outage of 2026-12-01\nticket OPS-7\x1b[2J"
+    second = accept_loss(
+        cli_store,
+        PartitionLag("registrar.events", 0, 0, 3, 3),
+        reason=odd,
+        cause=cause(actor="cli:ben"),
+        stream_prefix="2026-12:",
+    )
+
+    assert main(["consume", "gaps", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    fields = ("gap_id", "stream", "first_missing", "last_missing", "missing", "reason", "actor")
+    assert [tuple(g[f] for f in fields) for g in listed] == [
+        (str(first.id), "acme.events:2", 10, 24, 15, REASON, "cli:ana"),
+        (str(second.id), "2026-12:registrar.events:0", 1, 2, 2, odd, "cli:ben"),
+    ]
+    assert [g["notification_id"] for g in listed] == [first.position, second.position]
+    assert all(datetime.fromisoformat(g["accepted_at"]).tzinfo is not None for g in listed)
+
+    assert main(["consume", "gaps"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "  acme.events:2  offsets 10-24 (15 messages)  by cli:ana  gap " + str(first.id) in table[0]
+    assert table[1] == f"    {REASON}"
+    assert "  2026-12:registrar.events:0  offsets 1-2 (2 messages)  by cli:ben" in table[2]
+    # The reason's lines stay under their gap, and a terminal's control characters are shown, not obeyed.
+    assert table[3:5] == ["    lost in the outage of 2026-12-01", "    ticket OPS-7\\x1b[2J"]
+    assert table[5] == "2 gaps accepted, 17 messages never recorded in all"
