@@ -1,4 +1,4 @@
-"""Certificates and the audit trail (no personal values in either)."""
+"""Certificates, the audit trail and the upstream gaps accepted (no personal values in any)."""
 
 from __future__ import annotations
 
@@ -92,3 +92,15 @@ async def audit(context: AppContext, _: Reader, filters: Annotated[AuditFilters,
         raise ApiProblem(422, "Invalid request", str(exc)) from None
     more = next_cursor(rows[-1]["notification_id"]) if len(rows) == filters.limit else None
     return {"items": rows, "next_cursor": more}
+
+
+@router.get("/upstream-gaps", tags=["audit"])
+async def upstream_gaps(context: AppContext, _: Reader) -> dict[str, Any]:
+    """Every upstream gap a person accepted (``kiroku consume accept-loss``), oldest first.
+
+    Which messages of which upstream stream will never be recorded, the reason
+    given, who accepted it and when. Read from the event store, in the thread
+    pool: a scan for one kind of event, not an indexed view page.
+    """
+    gaps = await run_in_threadpool(context.ledger.accepted_gaps)
+    return {"items": [gap.as_dict() for gap in gaps]}

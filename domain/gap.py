@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -49,6 +50,21 @@ class AcceptedGap:
     @property
     def missing(self) -> int:
         return self.last_missing - self.first_missing + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        """The gap as JSON values (`kiroku consume gaps --json`, ``GET /upstream-gaps``)."""
+        return {
+            "gap_id": str(self.gap_id),
+            "stream": self.stream,
+            "first_missing": self.first_missing,
+            "last_missing": self.last_missing,
+            "missing": self.missing,
+            "reason": self.reason,
+            "actor": self.actor,
+            "source_system": self.source_system,
+            "accepted_at": self.accepted_at.isoformat(),
+            "notification_id": self.notification_id,
+        }
 
 
 @quicken_events

@@ -245,25 +245,7 @@ def consume_gaps(args: argparse.Namespace) -> int:
     finally:
         ledger.close()
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "gap_id": str(g.gap_id),
-                        "stream": g.stream,
-                        "first_missing": g.first_missing,
-                        "last_missing": g.last_missing,
-                        "missing": g.missing,
-                        "reason": g.reason,
-                        "actor": g.actor,
-                        "source_system": g.source_system,
-                        "accepted_at": g.accepted_at.isoformat(),
-                        "notification_id": g.notification_id,
-                    }
-                    for g in gaps
-                ]
-            )
-        )
+        print(json.dumps([g.as_dict() for g in gaps]))
         return 0
     if not gaps:
         print("no upstream gaps accepted")

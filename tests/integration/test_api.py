@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from uuid import UUID, uuid4
 
+from eventsourcing.persistence import Tracking
+
+from consumers.lag import PartitionLag, accept_loss
+from tests.helpers import cause
 from tests.integration.api_support import PROBLEM, TARO, Api
 
 
@@ -114,6 +118,29 @@ def test_the_audit_trail_pages_with_a_cursor_and_filters(api: Api) -> None:
     assert api.get("/audit", role="viewer", since="2024-06-01T09:00:00").status_code == 422
 
 
+def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
+    assert api.get("/upstream-gaps", role="viewer").json() == {"items": []}
+    api.ledger.recorder.insert_events([], tracking=Tracking("acme.events:1", 4))
+    reason = "retention removed them during the outage; acme cannot publish them again"
+    gap = accept_loss(
+        api.ledger, PartitionLag("acme.events", 1, 4, 12, 30), reason=reason, cause=cause(actor="cli:ana")
+    )
+
+    response = api.get("/upstream-gaps", role="viewer")
+    assert response.status_code == 200
+    [item] = response.json()["items"]
+    assert item["gap_id"] == str(gap.id) and item["notification_id"] == gap.position
+    assert (item["stream"], item["first_missing"], item["last_missing"], item["missing"]) == (
+        "acme.events:1",
+        5,
+        11,
+        7,
+    )
+    assert (item["reason"], item["actor"]) == (reason, "cli:ana")
+    assert api.get("/upstream-gaps", role=None).status_code == 401
+    assert api.access_records() == []  # no personal data: no access record
+
+
 def test_the_openapi_document_lists_the_endpoints(api: Api) -> None:
     document = api.client.get("/openapi.json").json()
     assert {
@@ -123,4 +150,5 @@ def test_the_openapi_document_lists_the_endpoints(api: Api) -> None:
         "/subjects/{subject_id}",
         "/certificates/{record_id}",
         "/audit",
+        "/upstream-gaps",
     } <= set(document["paths"])
