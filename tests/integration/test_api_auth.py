@@ -15,6 +15,7 @@ ENDPOINTS = [
     ("GET", f"/subjects/{SOME}", None, "viewer"),
     ("GET", f"/certificates/{SOME}", None, None),
     ("GET", "/audit", None, None),
+    ("GET", "/upstream-gaps", None, None),
     ("GET", "/provisions", None, None),
     ("GET", "/provisions.csv", None, None),
     ("GET", "/provisions/bulk", None, None),
