@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -41,9 +42,10 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
-from consumers.lag import lies_ahead, lost_before, stream_name
+from consumers.lag import lies_ahead, lost_before, stream_name, topic_uuid
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
+from domain.cause import Cause
 from domain.errors import DomainError
 
 log = logging.getLogger("kiroku.ingest")
@@ -441,6 +443,9 @@ class Ingest:
                 # Not known: reading starts after the recorded position (or at 0), and a
                 # log that starts later is found when the fetch lands past it.
                 log.warning("could not read where the partitions' logs start: %s", type(exc).__name__)
+        remade = self._check_topics(consumer, {tp.topic for tp in to_position}, backoff)
+        if remade is None:
+            return positioned
         for tp in to_position:
             while not self.stop_event.is_set():
                 try:
@@ -462,12 +467,65 @@ class Ingest:
                     tp.partition,
                     placement.offset,
                 )
-                if placement.stopped:
+                if tp.topic in remade:
+                    self._stop_partition(consumer, tp, f"{self._stream(tp)}: {remade[tp.topic]}", lost=False)
+                elif placement.stopped:
                     self._stop_partition(consumer, tp, placement.note or "", lost=True)
                 elif placement.note:
                     log.warning("%s", placement.note)
             self.to_position.discard(tp)
         return positioned
+
+    def _check_topics(
+        self, consumer: KafkaConsumer, topics: set[str], backoff: _Backoff
+    ) -> dict[str, str] | None:
+        """The topics made again since their positions were recorded, and why (None: told to stop)."""
+        remade: dict[str, str] = {}
+        for topic in sorted(topics):
+            while not self.stop_event.is_set():
+                try:
+                    why = self._check_topic(consumer, topic)
+                    break
+                except TRANSIENT as exc:
+                    backoff.wait(f"the event store to check which topic {topic} was recorded from", exc)
+            else:
+                return None
+            if why is not None:
+                remade[topic] = why
+        return remade
+
+    def _check_topic(self, consumer: KafkaConsumer, topic: str) -> str | None:
+        """None when ``topic`` is the one recorded from under this epoch; else why it is not.
+
+        The broker's id for the topic is bound in the ledger the first time
+        (``UpstreamTopic``). A topic made again has a new id: while positions are
+        recorded for it, its partitions stop for a person, since its new log's
+        offsets say nothing about what was recorded. A broker that gives no
+        topic ids (before Kafka 2.8) is not checked.
+        """
+        found = topic_uuid(consumer, topic)
+        if found is None:
+            return None
+        partitions = consumer.partitions_for_topic(topic) or set()
+        prefix = self.settings.stream_prefix
+        positions = self.ledger.tracked_positions([prefix + stream_name(topic, p) for p in partitions])
+        actor = f"ingest:{self.settings.client_id}"
+        cause = Cause(actor=actor, source_system="kiroku-ingest", occurred_at=datetime.now(UTC))
+        recorded_from = self.ledger.check_upstream_topic(
+            stream_prefix=prefix,
+            topic=topic,
+            topic_id=str(found),
+            recorded=any(p is not None for p in positions.values()),
+            cause=cause,
+        )
+        if recorded_from is None:
+            return None
+        return (
+            f"the broker's topic {topic} has the id {found}, not {recorded_from}, which its positions were "
+            "recorded from: it was made again, and its offsets say nothing about what was recorded; nothing "
+            "is recorded from it until a person decides (`kiroku consume status` shows it as REMADE; a new "
+            "KIROKU_INGEST_EPOCH starts over)"
+        )
 
     def _keep_membership(self) -> None:
         """Polls with every partition paused, so a long wait does not cost the group membership."""

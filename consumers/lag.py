@@ -10,6 +10,9 @@ partition for (``consumers.ingest``), because it cannot mend them itself:
 - **ahead**: a partition's recorded position lies past the broker's end (the
   topic was deleted and made again, or this is another cluster); reading on
   would skip the new log's messages up to the recorded position.
+- **remade**: the topic's id on the broker is not the one its positions were
+  recorded from (``domain.source.UpstreamTopic``): it was deleted and made
+  again, and its new log may already have grown past the recorded positions.
 
 Reads only: it joins no consumer group and commits nothing. ``accept_loss``
 (``kiroku consume accept-loss``) is the one write: a person accepts a LOST
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from uuid import UUID
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -36,6 +40,18 @@ def stream_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
+def topic_uuid(consumer: KafkaConsumer, topic: str) -> UUID | None:
+    """The broker's id for ``topic`` from the consumer's metadata (None: the broker gives none).
+
+    kafka-python keeps it in the client's cluster metadata and has no public
+    accessor; a kafka-python without it fails loudly here rather than skip the check.
+    """
+    found = consumer._client.cluster.topic_id(topic)
+    if found is None or found.int == 0:  # a broker without topic ids sends the zero UUID
+        return None
+    return UUID(str(found))
+
+
 @dataclass(frozen=True)
 class LogBounds:
     """The topics' partitions as the broker holds them, and the topics it does not have."""
@@ -43,6 +59,8 @@ class LogBounds:
     #: Each partition's (log start offset, end offset: its high watermark).
     partitions: dict[TopicPartition, tuple[int, int]]
     missing_topics: tuple[str, ...]
+    #: The broker's id for each topic that has one (brokers before Kafka 2.8 give none).
+    topic_ids: dict[str, UUID] = field(default_factory=dict)
 
 
 def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 30.0) -> LogBounds:
@@ -88,9 +106,10 @@ def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: floa
                 raise TimeoutError(f"no fetch gave every partition's high watermark in {timeout_s} s")
             consumer.poll(timeout_ms=200, max_records=1)
         bounds = {tp: (starts[tp], max(listed[tp], consumer.highwater(tp))) for tp in partitions}
+        ids = {t: found_id for t in topics if found[t] and (found_id := topic_uuid(consumer, t)) is not None}
     finally:
         consumer.close()
-    return LogBounds(bounds, missing)
+    return LogBounds(bounds, missing, ids)
 
 
 def end_offsets(
@@ -126,6 +145,8 @@ class PartitionLag:
     recorded: int | None
     start: int
     end: int
+    #: The topic was deleted and made again since positions were recorded from it (its id changed).
+    remade: bool = False
 
     @property
     def stream(self) -> str:
@@ -165,8 +186,8 @@ class IngestLag:
 
     @property
     def troubled(self) -> tuple[PartitionLag, ...]:
-        """The partitions that lost messages or lie ahead of the broker."""
-        return tuple(p for p in self.partitions if p.lost or p.ahead)
+        """The partitions that lost messages, lie ahead of the broker, or are of a topic made again."""
+        return tuple(p for p in self.partitions if p.lost or p.ahead or p.remade)
 
 
 def ingest_lag(
@@ -182,9 +203,18 @@ def ingest_lag(
     ordered = sorted(bounds.partitions, key=lambda tp: (tp.topic, tp.partition))
     names = {tp: stream_prefix + stream_name(tp.topic, tp.partition) for tp in ordered}
     recorded = ledger.tracked_positions(names.values())
+    remade = set()
+    for topic, found in bounds.topic_ids.items():
+        bound = ledger.bound_topic_id(stream_prefix, topic)
+        any_recorded = any(recorded[names[tp]] is not None for tp in ordered if tp.topic == topic)
+        # As the consumer decides (``Ingest._check_topic``): with nothing recorded, the new topic is read.
+        if bound is not None and bound != str(found) and any_recorded:
+            remade.add(topic)
     return IngestLag(
         tuple(
-            PartitionLag(tp.topic, tp.partition, recorded[names[tp]], *bounds.partitions[tp])
+            PartitionLag(
+                tp.topic, tp.partition, recorded[names[tp]], *bounds.partitions[tp], tp.topic in remade
+            )
             for tp in ordered
         ),
         bounds.missing_topics,
@@ -197,10 +227,16 @@ def accept_loss(
     """Records a LOST partition's missing offsets as an accepted gap; ingest reads on from the log's start.
 
     ``partition`` is as ``ingest_lag`` read it just before. Refused (``InvalidCommand``)
-    unless messages are lost, and for a partition AHEAD (another log: a new epoch is
-    the way on). The ledger checks again that the recorded position is the one read.
+    unless messages are lost, and for a partition AHEAD or of a topic made again
+    (another log: a new epoch is the way on). The ledger checks again that the
+    recorded position is the one read.
     """
     name = f"{partition.topic}/{partition.partition}"
+    if partition.remade:
+        raise InvalidCommand(
+            f"{name} is of a topic made again since it was recorded from (another log, not lost "
+            "messages): a new KIROKU_INGEST_EPOCH starts over"
+        )
     if partition.ahead:
         raise InvalidCommand(
             f"{name} lies AHEAD of the broker's log (another log, not lost messages): "

@@ -98,7 +98,9 @@ def _lag_table(lag: IngestLag, servers: str, epoch: str) -> list[str]:
     rows = [("partition", "recorded", "log start", "log end", "behind", "")]
     for p in lag.partitions:
         note = ""
-        if p.ahead:
+        if p.remade:
+            note = "REMADE: the topic was made again since it was recorded from"
+        elif p.ahead:
             note = "AHEAD of the broker's end: not the log it was recorded from"
         elif p.lost:
             note = f"LOST {p.lost:,}: the log now starts after the next message to record"
@@ -117,7 +119,7 @@ def _lag_table(lag: IngestLag, servers: str, epoch: str) -> list[str]:
     ]
     lines.extend(f"{topic}: no such topic on the broker" for topic in lag.missing_topics)
     for p in lag.troubled:
-        if p.ahead:
+        if p.ahead or p.remade:
             lines.append(f"{p.stream}: to start over on what the broker holds, set a new KIROKU_INGEST_EPOCH")
         else:
             lines.append(
@@ -166,6 +168,7 @@ def consume_status(args: argparse.Namespace) -> int:
                             "behind": p.behind,
                             "lost": p.lost,
                             "ahead": p.ahead,
+                            "remade": p.remade,
                         }
                         for p in lag.partitions
                     ],
@@ -364,7 +367,8 @@ def register(sub: Any) -> None:
         description=(
             "Reads the recorded positions from the event store and each partition's log start and end "
             "from the broker; joins no group, commits nothing. Exit 1 when a partition lost messages to "
-            "retention, lies ahead of the broker's end, an upstream topic is missing, or ingest is more "
+            "retention, lies ahead of the broker's end, is of a topic made again since it was recorded "
+            "from, an upstream topic is missing, or ingest is more "
             "than --max-behind behind; 3 when the broker cannot be read."
         ),
     )

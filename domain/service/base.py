@@ -56,6 +56,7 @@ from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
+from domain.source import UpstreamTopic, upstream_topic_id
 from domain.subject import DataSubject, NotedProvision
 from domain.transcodings import KirokuMapper, KirokuTranscoder, register_kiroku_transcodings
 
@@ -501,6 +502,45 @@ class LedgerBase(Application[UUID]):
                 f"{stream}: its position changed while the gap was accepted; look again"
             ) from None
         return CommandResult(gap.id, position)
+
+    def bound_topic_id(self, stream_prefix: str, topic: str) -> str | None:
+        """The broker's id of ``topic`` that ingest reads under this epoch (None: not bound yet)."""
+        found = self._read(upstream_topic_id(stream_prefix, topic))
+        return found.topic_id if isinstance(found, UpstreamTopic) else None
+
+    def check_upstream_topic(
+        self, *, stream_prefix: str, topic: str, topic_id: str, recorded: bool, cause: Cause
+    ) -> str | None:
+        """Whether the broker's ``topic`` (its id ``topic_id``) is the one ingest recorded from.
+
+        None when it is: bound to this id the first time (under the epoch of
+        ``stream_prefix``), and bound again to a new id when nothing is recorded
+        from the topic (``recorded`` False). Otherwise the id it was recorded
+        from: the topic was made again since, and reading on would skip the new
+        log's first messages.
+        """
+        aggregate_id = upstream_topic_id(stream_prefix, topic)
+        for _ in range(_MAX_ATTEMPTS):
+            known = self._read(aggregate_id)
+            if known is None:
+                to_save = UpstreamTopic.bound(
+                    stream_prefix=stream_prefix, topic=topic, topic_id=topic_id, cause=cause
+                )
+            elif not isinstance(known, UpstreamTopic):
+                raise InvalidCommand(f"{topic}: its id names another kind of aggregate")
+            elif known.topic_id == topic_id:
+                return None
+            elif recorded:
+                return known.topic_id
+            else:
+                known.rebind(topic_id, cause)
+                to_save = known
+            try:
+                self.save(to_save)
+            except IntegrityError:
+                continue  # another consumer bound it first: look again
+            return None
+        raise ConcurrencyConflict(f"{topic}: its binding kept changing under concurrent consumers; try again")
 
     def accepted_gaps(self, page: int = 1000) -> list[AcceptedGap]:
         """Every upstream gap a person accepted, in the order they were recorded.

@@ -89,3 +89,18 @@ def test_the_table_says_how_to_go_on_for_each_troubled_partition() -> None:
         "registrar.events:0: to start over on what the broker holds, set a new KIROKU_INGEST_EPOCH",
     ]
     assert not [line for line in _lag_table(IngestLag((lag(9, 0, 40),), ()), "b:1", "") if ": to " in line]
+
+
+def test_a_partition_of_a_topic_made_again_is_troubled_whatever_its_offsets_say() -> None:
+    # The new log has grown past the recorded position: by offsets alone, all is well.
+    remade = PartitionLag("acme.events", 2, 9, 0, 400, remade=True)
+    assert (remade.lost, remade.ahead) == (0, False)
+    status = IngestLag((remade, lag(9, 0, 40)), ())
+    assert status.troubled == (remade,)
+    table = _lag_table(status, "b:1", "")
+    assert next(line for line in table if line.startswith("acme.events:2 ")).endswith(
+        "REMADE: the topic was made again since it was recorded from"
+    )
+    assert [line for line in table if ": to " in line] == [
+        "acme.events:2: to start over on what the broker holds, set a new KIROKU_INGEST_EPOCH"
+    ]
