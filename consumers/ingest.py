@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import psycopg_pool
@@ -206,6 +207,8 @@ class Ingest:
         #: The stopped partitions whose messages were lost: they go on once the gap is accepted.
         self._lost: set[TopicPartition] = set()
         self._next_recheck = 0.0
+        #: The broker's id of each topic as checked against the ledger (``_check_topic``).
+        self._topic_ids: dict[str, UUID] = {}
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -304,6 +307,11 @@ class Ingest:
         consumer = self._consumer
         assert consumer is not None
         polled = consumer.poll(timeout_ms=timeout_ms)
+        if polled and self._topic_ids:
+            # The topics' metadata as it is after this fetch (one request): a topic made
+            # again before it shows its new id, and its records are not used.
+            consumer.topics()
+        self._recheck_topic_ids(consumer)
         positioned = self._position(consumer)
         for tp, records in polled.items():
             expected = self.next_offset.get(tp)
@@ -476,6 +484,25 @@ class Ingest:
             self.to_position.discard(tp)
         return positioned
 
+    def _recheck_topic_ids(self, consumer: KafkaConsumer) -> None:
+        """Positions a topic made again under a running consumer anew, before any record of it is used.
+
+        Without a rebalance nothing else would look: the fetch goes on at the
+        old offsets in the new log, and once that log is longer than them its
+        first messages would be skipped. The broker's id for the topic in the
+        consumer's metadata (a dictionary look-up a topic) is compared with the
+        one checked; when it changed, the topic's partitions go through
+        ``_position`` again (which checks the new id against the ledger) and
+        this poll's records of them are left (they are fetched again).
+        """
+        for topic, known in list(self._topic_ids.items()):
+            found = topic_uuid(consumer, topic)
+            if found is None or found == known:
+                continue
+            del self._topic_ids[topic]
+            log.warning("the broker's topic %s has a new id (%s, was %s): checking it", topic, found, known)
+            self.to_position.update(tp for tp in consumer.assignment() if tp.topic == topic)
+
     def _check_topics(
         self, consumer: KafkaConsumer, topics: set[str], backoff: _Backoff
     ) -> dict[str, str] | None:
@@ -519,6 +546,7 @@ class Ingest:
             cause=cause,
         )
         if recorded_from is None:
+            self._topic_ids[topic] = found
             return None
         return (
             f"the broker's topic {topic} has the id {found}, not {recorded_from}, which its positions were "

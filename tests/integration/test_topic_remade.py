@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from consumers.contract import Contract
@@ -131,3 +132,53 @@ def _bound(ledger: Ledger) -> bool:
     except Exception:  # noqa: BLE001 - not yet
         return False
     return True
+
+
+def test_positions_recorded_before_topic_ids_were_kept_are_bound_to_the_topic_found(
+    pg_ledger: Ledger,
+) -> None:
+    with TansuBroker() as broker:
+        kafka = broker.bootstrap_servers
+        create_topics(kafka)
+        publish(kafka, Traffic(CONTRACT, seed=64).messages(60))
+        ends = end_offsets(kafka)
+        # As an upgraded store holds them: positions, and no topic bound.
+        recorded = {stream: end // 2 - 1 for stream, end in ends.items() if end >= 2}
+        for stream, position in recorded.items():
+            pg_ledger.recorder.insert_events([], tracking=Tracking(stream, position))
+        with running(pg_ledger, settings_for(kafka)) as ingest:
+            wait_for(lambda: recorded_messages(pg_ledger, ends) >= sum(ends.values()), what="the rest")
+        assert not ingest.stopped
+        assert handled(ingest.counters) == sum(ends.values()) - sum(p + 1 for p in recorded.values())
+        assert _bound(pg_ledger)
+
+
+def test_a_topic_made_again_under_a_running_consumer_is_caught_before_its_records_are_used(
+    pg_ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No rebalance follows, and the fetches go on at the old offsets in the new log: without a
+    # look at the topic's id after each fetch, its first messages were skipped (found so).
+    caplog.set_level(logging.WARNING, logger="kiroku.ingest")
+    with TansuBroker() as broker:
+        kafka = broker.bootstrap_servers
+        create_topics(kafka)
+        publish(kafka, Traffic(CONTRACT, seed=65).messages(120))
+        ends = end_offsets(kafka)
+        acme = sorted(s for s in ends if s.startswith("acme.events:"))
+        with running(pg_ledger, settings_for(kafka)) as ingest:
+            wait_for(lambda: recorded_messages(pg_ledger, ends) >= sum(ends.values()), what="the first")
+            before = pg_ledger.tracked_positions(acme)
+            remake(kafka, "acme.events")
+            publish(kafka, Traffic(CONTRACT, seed=66).messages(900))
+            now = end_offsets(kafka)
+            assert all(now[s] > (before[s] or 0) + 1 for s in acme)
+            others = {s: end for s, end in now.items() if s not in acme}
+            wait_for(lambda: recorded_messages(pg_ledger, others) >= sum(others.values()), what="the others")
+            wait_for(lambda: len(ingest.stopped) == len(acme), what="the remade topic's partitions to stop")
+            time.sleep(1)  # more polls
+        assert pg_ledger.tracked_positions(acme) == before
+    said = [r.getMessage() for r in caplog.records if "acme.events" in r.getMessage()]
+    assert len([m for m in said if "has a new id" in m]) == 1
+    stops = [m for m in said if "REMADE" in m]
+    assert sorted(m.split(": ")[0] for m in stops) == acme
+    assert not [m for m in said if m.startswith("dead letter: acme.events")]
