@@ -123,6 +123,10 @@ class DeadLetter:
         return [*headers, *((k, v) for k, v in (self.record.headers or []) if not k.startswith("kiroku."))]
 
 
+class TopicRemade(Exception):
+    """A batch's topic was made again since its id was checked: the batch is not committed."""
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where reading a newly assigned partition starts, and whether it must wait for a person."""
@@ -209,6 +213,10 @@ class Ingest:
         self._next_recheck = 0.0
         #: The broker's id of each topic as checked against the ledger (``_check_topic``).
         self._topic_ids: dict[str, UUID] = {}
+        #: The metadata asked for after this poll's fetch (``_ask_metadata``), and whether it is
+        #: known to be newer than the fetch: a batch's topic id is confirmed with it before commit.
+        self._metadata: Any = None
+        self._metadata_confirmed = False
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
 
@@ -308,9 +316,7 @@ class Ingest:
         assert consumer is not None
         polled = consumer.poll(timeout_ms=timeout_ms)
         if polled and self._topic_ids:
-            # The topics' metadata as it is after this fetch (one request): a topic made
-            # again before it shows its new id, and its records are not used.
-            consumer.topics()
+            self._ask_metadata(consumer)
         self._recheck_topic_ids(consumer)
         positioned = self._position(consumer)
         for tp, records in polled.items():
@@ -484,16 +490,46 @@ class Ingest:
             self.to_position.discard(tp)
         return positioned
 
+    def _ask_metadata(self, consumer: KafkaConsumer) -> None:
+        """Asks for the topics' metadata as it is after this poll's fetch, without waiting.
+
+        The batches' work goes on meanwhile; before a batch is committed its
+        topic's id is compared with it (``_confirm_topic``). A refresh already
+        in flight was sent before the fetch: then the batch asks for another.
+        """
+        cluster = consumer._client.cluster  # kafka-python has no public way to the metadata future
+        in_flight = cluster.metadata_refresh_in_progress
+        self._metadata = cluster.request_update()
+        self._metadata_confirmed = not in_flight
+
+    def _confirm_topic(self, topic: str) -> None:
+        """Raises ``TopicRemade`` when ``topic``'s id changed since it was checked (before a commit).
+
+        Uses the metadata asked for after this poll's fetch; where it is not in
+        yet, failed, or may predate the fetch, asks again and waits (one request).
+        """
+        consumer, known = self._consumer, self._topic_ids.get(topic)
+        if consumer is None or known is None:
+            return
+        asked = self._metadata
+        if asked is not None and not (self._metadata_confirmed and asked.is_done and asked.succeeded()):
+            consumer.topics()  # blocking: the metadata as it is now
+            self._metadata_confirmed = True
+        found = topic_uuid(consumer, topic)
+        if found is not None and found != known:
+            raise TopicRemade(topic)
+
     def _recheck_topic_ids(self, consumer: KafkaConsumer) -> None:
         """Positions a topic made again under a running consumer anew, before any record of it is used.
 
         Without a rebalance nothing else would look: the fetch goes on at the
         old offsets in the new log, and once that log is longer than them its
-        first messages would be skipped. The broker's id for the topic in the
-        consumer's metadata (a dictionary look-up a topic) is compared with the
-        one checked; when it changed, the topic's partitions go through
-        ``_position`` again (which checks the new id against the ledger) and
-        this poll's records of them are left (they are fetched again).
+        first messages would be skipped. A batch of the topic found so before
+        its commit (``_confirm_topic``) is not committed; here, at the next
+        poll, the broker's id for the topic in the consumer's metadata is
+        compared with the one checked, and when it changed, the topic's
+        partitions go through ``_position`` again (which checks the new id
+        against the ledger) and their records are left (fetched again).
         """
         for topic, known in list(self._topic_ids.items()):
             found = topic_uuid(consumer, topic)
@@ -579,6 +615,8 @@ class Ingest:
         while records:
             try:
                 dead, recorded, duplicates = self._record(records, stream, topic_system)
+            except TopicRemade:
+                return  # nothing recorded; the next poll positions the topic's partitions anew
             except IntegrityError:
                 # The store refused the batch: another consumer recorded some of it
                 # first, or a concurrent writer changed an aggregate. Start again
@@ -648,6 +686,8 @@ class Ingest:
                     duplicates += 1
                 else:
                     recorded += 1
+            # The topic is still the one recorded from (not made again since the fetch).
+            self._confirm_topic(records[0].topic)
             dead.sort(key=lambda letter: letter.record.offset)
             self._send_dead_letters(dead)
             batch.commit(Tracking(stream, records[-1].offset))
