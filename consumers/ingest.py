@@ -616,7 +616,10 @@ class Ingest:
             try:
                 dead, recorded, duplicates = self._record(records, stream, topic_system)
             except TopicRemade:
-                return  # nothing recorded; the next poll positions the topic's partitions anew
+                # Nothing recorded, and not counted as consumed: the next poll positions the
+                # topic's partitions anew (and stops them, or reads the records again).
+                self.counters.add(consumed=-len(records))
+                return
             except IntegrityError:
                 # The store refused the batch: another consumer recorded some of it
                 # first, or a concurrent writer changed an aggregate. Start again
