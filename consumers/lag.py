@@ -33,6 +33,7 @@ from domain.application import Ledger
 from domain.cause import Cause
 from domain.commands import CommandResult
 from domain.errors import InvalidCommand
+from domain.source import made_again
 
 
 def stream_name(topic: str, partition: int) -> str:
@@ -46,10 +47,10 @@ def topic_uuid(consumer: KafkaConsumer, topic: str) -> UUID | None:
     kafka-python keeps it in the client's cluster metadata and has no public
     accessor; a kafka-python without it fails loudly here rather than skip the check.
     """
-    found = consumer._client.cluster.topic_id(topic)
+    found: UUID | None = consumer._client.cluster.topic_id(topic)
     if found is None or found.int == 0:  # a broker without topic ids sends the zero UUID
         return None
-    return UUID(str(found))
+    return found
 
 
 @dataclass(frozen=True)
@@ -203,13 +204,15 @@ def ingest_lag(
     ordered = sorted(bounds.partitions, key=lambda tp: (tp.topic, tp.partition))
     names = {tp: stream_prefix + stream_name(tp.topic, tp.partition) for tp in ordered}
     recorded = ledger.tracked_positions(names.values())
-    remade = set()
-    for topic, found in bounds.topic_ids.items():
-        bound = ledger.bound_topic_id(stream_prefix, topic)
-        any_recorded = any(recorded[names[tp]] is not None for tp in ordered if tp.topic == topic)
-        # As the consumer decides (``Ingest._check_topic``): with nothing recorded, the new topic is read.
-        if bound is not None and bound != str(found) and any_recorded:
-            remade.add(topic)
+    remade = {
+        topic
+        for topic, found in bounds.topic_ids.items()
+        if made_again(
+            ledger.bound_topic_id(stream_prefix, topic),
+            str(found),
+            any(recorded[names[tp]] is not None for tp in ordered if tp.topic == topic),
+        )
+    }
     return IngestLag(
         tuple(
             PartitionLag(

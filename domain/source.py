@@ -29,6 +29,16 @@ def upstream_topic_id(stream_prefix: str, topic: str) -> UUID:
     return deterministic_id("upstream-topic", stream_prefix + topic)
 
 
+def made_again(bound_id: str | None, broker_id: str, recorded: bool) -> bool:
+    """Whether a topic is REMADE: its broker id is not the bound one, and positions were recorded from it.
+
+    With nothing recorded from the topic yet, a new id is simply bound again
+    (``UpstreamTopic.Rebound``). The one rule for the consumer
+    (``LedgerBase.check_upstream_topic``) and ``kiroku consume status``.
+    """
+    return recorded and bound_id is not None and bound_id != broker_id
+
+
 @quicken_events
 class UpstreamTopic(Aggregate):
     """An upstream topic as ingest reads it under one epoch: the broker's id for it."""

@@ -56,7 +56,7 @@ from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
-from domain.source import UpstreamTopic, upstream_topic_id
+from domain.source import UpstreamTopic, made_again, upstream_topic_id
 from domain.subject import DataSubject, NotedProvision
 from domain.transcodings import KirokuMapper, KirokuTranscoder, register_kiroku_transcodings
 
@@ -528,10 +528,10 @@ class LedgerBase(Application[UUID]):
                 )
             elif not isinstance(known, UpstreamTopic):
                 raise InvalidCommand(f"{topic}: its id names another kind of aggregate")
+            elif made_again(known.topic_id, topic_id, recorded):
+                return known.topic_id
             elif known.topic_id == topic_id:
                 return None
-            elif recorded:
-                return known.topic_id
             else:
                 known.rebind(topic_id, cause)
                 to_save = known

@@ -6,6 +6,7 @@ import pytest
 
 from consumers.ingest import place
 from consumers.lag import IngestLag, PartitionLag
+from domain.source import made_again
 from kiroku.ingest_cli import _lag_table
 
 
@@ -104,3 +105,10 @@ def test_a_partition_of_a_topic_made_again_is_troubled_whatever_its_offsets_say(
     assert [line for line in table if ": to " in line] == [
         "acme.events:2: to start over on what the broker holds, set a new KIROKU_INGEST_EPOCH"
     ]
+
+
+def test_a_topic_is_made_again_only_where_a_different_id_was_recorded_from() -> None:
+    assert made_again("old", "new", recorded=True)
+    assert not made_again("old", "new", recorded=False)  # nothing recorded: the new one is bound again
+    assert not made_again("same", "same", recorded=True)
+    assert not made_again(None, "new", recorded=True)  # not bound yet: bound to the topic found
