@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from eventsourcing.persistence import Tracking
-
 from bench.common import fresh_ledger, result_line, say
 from consumers.contract import Contract
 from consumers.synthetic import Traffic
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
+from domain.tracking import FollowingTracking
 from kiroku.runtime import tune_gc_for_batches
 
 BATCH = 2000
@@ -58,7 +57,7 @@ def _one_batch(ledger: Ledger, contract: Contract, chunk: list[Any], first: int,
         clock.timed("apply", commands)
         # Batch.commit, in its two timed steps.
         stored = clock.timed("encode", batch.stored_events)
-        tracking = Tracking("bench:0", first + len(chunk) - 1)
+        tracking = FollowingTracking("bench:0", first + len(chunk) - 1, first - 1 if first else None)
         clock.timed("insert", lambda: batch.save(stored, tracking))
 
 

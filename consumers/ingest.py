@@ -8,9 +8,11 @@ recorded position + 1 (with nothing recorded, to where the broker's log
 starts). It never skips a message: a partition whose log no longer holds the
 next message to record, or ends before the recorded position, is paused and
 reported (``place``, ``Ingest._check_log_ends``) while the others go on.
-A batch whose tracking position is not after the
-recorded one is refused whole by the store, so a consumer that lost its
-partition (a zombie) cannot apply anything twice.
+A batch is recorded only on top of the position its consumer read
+(``FollowingTracking``): the store refuses it whole when another consumer has
+moved the position since, so a consumer that lost its partition in a
+rebalance it has not seen yet (a zombie) records nothing of it, however far
+the new owner has got, and drops the batch (``Ingest._after_refusal``).
 
 A message that cannot be decoded, or that the ledger refuses, goes to
 ``<topic>.dlq`` with headers naming where it came from and why, and the dead
@@ -35,7 +37,7 @@ from uuid import UUID
 
 import psycopg
 import psycopg_pool
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError, Tracking
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -48,6 +50,7 @@ from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from domain.cause import Cause
 from domain.errors import DomainError
+from domain.tracking import FollowingTracking
 
 log = logging.getLogger("kiroku.ingest")
 
@@ -74,6 +77,9 @@ class IngestSettings:
     max_poll_records: int = 2000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
+    #: A consumer whose batch takes longer than this leaves the group, and its partitions go to
+    #: the others; when the batch ends, the store refuses what they recorded first (``_apply_batch``).
+    max_poll_interval_ms: int = 300_000
     max_backoff_s: float = 10.0
     #: Prefix of the tracking records' names. Empty for a real cluster; a memory-only
     #: broker that starts empty each time gets a new prefix per start, so positions
@@ -250,6 +256,7 @@ class Ingest:
             max_poll_records=s.max_poll_records,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
         )
         consumer.subscribe(list(s.topics), listener=_Positioning(self))
         producer = KafkaProducer(
@@ -614,25 +621,28 @@ class Ingest:
         topic_system = tp.topic.split(".", 1)[0]
         while records:
             try:
-                dead, recorded, duplicates = self._record(records, stream, topic_system)
+                dead, recorded, duplicates = self._record(
+                    records, stream, topic_system, self.recorded_offset.get(tp)
+                )
             except TopicRemade:
                 # Nothing recorded, and not counted as consumed: the next poll positions the
                 # topic's partitions anew (and stops them, or reads the records again).
                 self.counters.add(consumed=-len(records))
                 return
             except IntegrityError:
-                # The store refused the batch: another consumer recorded some of it
-                # first, or a concurrent writer changed an aggregate. Start again
-                # from what the store says.
+                # The store refused the batch: another consumer recorded from this
+                # partition since it was positioned, part of the batch was recorded
+                # already, or a concurrent writer changed an aggregate.
                 self.counters.add(retries=1)
-                recorded_position = self.ledger.tracked_position(stream)
-                if recorded_position is not None:
-                    records = [r for r in records if r.offset > recorded_position]
+                records = self._after_refusal(tp, stream, records, backoff)
                 continue
             except TRANSIENT as exc:
                 self.counters.add(retries=1)
                 backoff.wait(f"the event store or the broker to record {tp.topic}/{tp.partition}", exc)
-                if self.stop_event.is_set():
+                if self.stop_event.is_set() or tp not in self.next_offset:
+                    # Stopping, or the partition was revoked while waiting (the wait keeps the
+                    # group membership by polling): nothing of the batch was recorded here.
+                    self.counters.add(consumed=-len(records))
                     return
                 continue
             self.counters.add(recorded=recorded, duplicates=duplicates, dead_letters=dead, batches=1)
@@ -642,13 +652,64 @@ class Ingest:
             self._commit_to_kafka(tp, last + 1)
             return
 
+    def _after_refusal(
+        self, tp: TopicPartition, stream: str, records: list[Any], backoff: _Backoff
+    ) -> list[Any]:
+        """What of a batch the store refused is still to record, from the partition's position in the store.
+
+        - The position is not the one this consumer recorded from: another consumer
+          recorded from the partition, so this one lost it in a rebalance it has not
+          seen yet (its batch outlasted ``max_poll_interval_ms``, or the process was
+          stalled). The batch is dropped: nothing of it was recorded here, it is not
+          counted as consumed, and the partition is positioned anew from the store
+          at the next poll (if it is still this consumer's).
+        - The batch starts at or before the position (read again): those messages
+          were recorded already and count as duplicates; the rest is tried again.
+        - Otherwise a concurrent writer changed an aggregate: the batch is tried again.
+        """
+        while not self.stop_event.is_set():
+            try:
+                recorded = self.ledger.tracked_position(stream)
+                break
+            except TRANSIENT as exc:
+                backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
+        else:
+            self.counters.add(consumed=-len(records))  # stopping: nothing of the batch was recorded here
+            return []
+        if tp not in self.next_offset:
+            # Revoked while waiting for the store (the wait keeps the membership by polling).
+            self.counters.add(consumed=-len(records))
+            return []
+        if recorded != self.recorded_offset.get(tp):
+            log.warning(
+                "%s/%s: another consumer recorded up to offset %s while this one held offsets %s-%s "
+                "(it lost the partition in a rebalance); its batch is dropped and the partition is "
+                "positioned again from the event store",
+                tp.topic,
+                tp.partition,
+                recorded,
+                records[0].offset,
+                records[-1].offset,
+            )
+            self.counters.add(consumed=-len(records))
+            self.to_position.add(tp)
+            return []
+        if recorded is None:
+            return records
+        rest = [r for r in records if r.offset > recorded]
+        self.counters.add(duplicates=len(records) - len(rest))
+        return rest
+
     def _decode(self, record: Any) -> Decoded:
         decoded = self.contract.decode(record.value)
         if not self.contract.accepts(record.topic, decoded.name):
             raise UndecodableMessage(f"{decoded.name} does not belong on {record.topic}")
         return decoded
 
-    def _record(self, records: list[Any], stream: str, topic_system: str) -> tuple[int, int, int]:
+    def _record(
+        self, records: list[Any], stream: str, topic_system: str, after: int | None
+    ) -> tuple[int, int, int]:
+        """Records a batch of one partition on top of its position ``after``; (dead, recorded, duplicates)."""
         dead: list[DeadLetter] = []
         decoded: list[tuple[Any, Decoded]] = []
         for record in records:
@@ -693,7 +754,7 @@ class Ingest:
             self._confirm_topic(records[0].topic)
             dead.sort(key=lambda letter: letter.record.offset)
             self._send_dead_letters(dead)
-            batch.commit(Tracking(stream, records[-1].offset))
+            batch.commit(FollowingTracking(stream, records[-1].offset, after))
         return len(dead), recorded, duplicates
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:

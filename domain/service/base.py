@@ -58,6 +58,7 @@ from domain.receipt import UpstreamReceipt, receipt_id
 from domain.snapshots import KirokuSnapshot, SnapshotStateError
 from domain.source import UpstreamTopic, made_again, upstream_topic_id
 from domain.subject import DataSubject, NotedProvision
+from domain.tracking import FollowingTracking
 from domain.transcodings import KirokuMapper, KirokuTranscoder, register_kiroku_transcodings
 
 _MAX_ATTEMPTS = 12
@@ -496,7 +497,7 @@ class LedgerBase(Application[UUID]):
         try:
             with self.batch() as batch:
                 batch.add([gap], {})
-                position = batch.commit(Tracking(stream, next_available - 1))
+                position = batch.commit(FollowingTracking(stream, next_available - 1, recorded))
         except IntegrityError:
             raise ConcurrencyConflict(
                 f"{stream}: its position changed while the gap was accepted; look again"

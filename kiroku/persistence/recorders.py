@@ -16,11 +16,13 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import (
+    IntegrityError,
     InterfaceError,
     Notification,
     OperationalError,
     ProgrammingError,
     StoredEvent,
+    Tracking,
 )
 from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
@@ -28,6 +30,8 @@ from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
+
+from domain.tracking import FollowingTracking
 
 KEYS_TABLE = "kiroku_subject_keys"
 #: How the asyncio connections (the API's access records) name themselves to PostgreSQL.
@@ -164,6 +168,16 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         self._ids_after_statement = SQL(
             "SELECT notification_id FROM {table} WHERE notification_id > %s ORDER BY notification_id"
         ).format(table=events_table)
+        tracking_table = Identifier(self.datastore.schema, self.tracking_table_name)
+        self._first_tracking_statement = SQL(
+            "INSERT INTO {table} VALUES (%s, %s) ON CONFLICT (application_name) DO NOTHING "
+            "RETURNING notification_id"
+        ).format(table=tracking_table)
+        self._following_tracking_statement = SQL(
+            "UPDATE {table} SET notification_id = %s "
+            "WHERE application_name = %s AND notification_id = %s AND notification_id < %s "
+            "RETURNING notification_id"
+        ).format(table=tracking_table)
         self._max_tracking_ids_statement = SQL(
             "SELECT application_name, max(notification_id) AS position FROM {table} "
             "WHERE application_name = ANY(%s) GROUP BY application_name"
@@ -458,6 +472,29 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             curs.execute(self.shred_statement, (subject_id, generation), prepare=True)
         super()._insert_events(curs, stored_events, **kwargs)
 
+    def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
+        """The library's upsert (the position only moves forward), or, for a ``FollowingTracking``,
+        a record that holds only on top of the position its writer started from."""
+        if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
+            super()._insert_tracking(curs, tracking)
+            return
+        name, position = tracking.application_name, tracking.notification_id
+        if tracking.after is None:
+            curs.execute(self._first_tracking_statement, (name, position), prepare=True)
+        else:
+            after = tracking.after
+            curs.execute(self._following_tracking_statement, (position, name, after, position), prepare=True)
+        if curs.fetchone() is None:
+            raise IntegrityError(tracking.refusal())
+
+
+SQLITE_FIRST_TRACKING = (
+    "INSERT INTO tracking VALUES (?, ?) ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
+)
+SQLITE_FOLLOWING_TRACKING = (
+    "UPDATE tracking SET notification_id = ? "
+    "WHERE application_name = ? AND notification_id = ? AND notification_id < ? RETURNING notification_id"
+)
 
 SQLITE_KEYS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
@@ -540,6 +577,19 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
         for subject_id, generation in shred:
             c.execute(SQLITE_SHRED, (subject_id.hex, generation))
         return super()._insert_events(c, stored_events, **kwargs)
+
+    def _insert_tracking(self, c: SQLiteCursor, tracking: Tracking) -> None:
+        """As :meth:`KirokuPostgresRecorder._insert_tracking`."""
+        if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
+            super()._insert_tracking(c, tracking)
+            return
+        name, position = tracking.application_name, tracking.notification_id
+        if tracking.after is None:
+            c.execute(SQLITE_FIRST_TRACKING, (name, position))
+        else:
+            c.execute(SQLITE_FOLLOWING_TRACKING, (position, name, tracking.after, position))
+        if c.fetchone() is None:
+            raise IntegrityError(tracking.refusal())
 
 
 class KirokuSQLiteSnapshotRecorder(SQLiteAggregateRecorder):

@@ -81,6 +81,25 @@ def wait_for(condition: Callable[[], bool], timeout: float = 120.0, what: str = 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def caught_up(ledger: Ledger, ends: dict[str, int]) -> bool:
+    """Whether the store's recorded positions reach these end offsets (by stream)."""
+    positions = ledger.tracked_positions(list(ends))
+    for stream, end in ends.items():
+        position = positions[stream]
+        if end > 0 and (position is None or position < end - 1):
+            return False
+    return True
+
+
+def shared(first: Ingest, second: Ingest) -> bool:
+    """Whether two members of one group hold the six upstream partitions between them, each some."""
+    return (
+        len(first.next_offset) + len(second.next_offset) == 6
+        and bool(first.next_offset)
+        and bool(second.next_offset)
+    )
+
+
 def handled(counters: IngestCounters) -> int:
     return counters.recorded + counters.duplicates + counters.dead_letters
 

@@ -21,6 +21,7 @@ from domain.identity import SubjectKey
 from domain.provision import CtSubmission, Recipient, add_years
 from domain.service.base import HasEventsOf, HasMaxTrackingIds
 from domain.service.requests import ISSUANCE_RECORD_RETENTION_YEARS
+from domain.tracking import FollowingTracking
 from kiroku.bootstrap import build_ledger
 from kiroku.settings import Settings
 from tests.helpers import T0, FakeClock, cause, fresh_upstream_id, publish_policy
@@ -266,6 +267,44 @@ def test_a_batch_behind_the_recorded_position_is_refused_whole(ledger: Ledger) -
     account_id = ledger.acme_account_id("acme", "a2")
     with pytest.raises(DomainError):
         ledger.acme_account(account_id)
+
+
+def test_a_batch_is_recorded_only_on_top_of_the_position_it_started_from(ledger: Ledger) -> None:
+    """Ingest's tracking: a batch started from a position another writer has moved since is refused whole."""
+    publish_policy(ledger)
+    stream = "acme.events:4"
+
+    def commit(ref: str, position: int, after: int | None) -> None:
+        with ledger.batch() as batch:
+            register(ledger, ref=ref)
+            batch.commit(FollowingTracking(stream, position, after))
+
+    def refused(ref: str, position: int, after: int | None) -> str:
+        before = ledger.recorder.max_notification_id()
+        with pytest.raises(IntegrityError) as refusal:
+            commit(ref, position, after)
+        assert ledger.recorder.max_notification_id() == before, "nothing of the batch is stored"
+        with pytest.raises(DomainError):
+            ledger.acme_account(ledger.acme_account_id("acme", ref))
+        return str(refusal.value)
+
+    commit("b1", 9, None)  # the first batch of the stream
+    assert ledger.tracked_position(stream) == 9
+    # Another writer that also started from nothing: the stream has a position now.
+    message = refused("b2", 19, None)
+    assert message.startswith(f"{stream}: not recorded up to 19") and "nothing recorded" in message
+    # Started from a position the stream has moved past, ahead of it, or not past it.
+    for position, after in [(19, 4), (19, 12), (9, 9), (7, 9)]:
+        refused("b3", position, after)
+    assert ledger.tracked_position(stream) == 9
+    commit("b4", 19, 9)  # on top of the position it started from
+    assert ledger.tracked_position(stream) == 19
+    assert ledger.acme_account(ledger.acme_account_id("acme", "b4")).id is not None
+    # A plain tracking record still moves the position forward only.
+    with ledger.batch() as batch:
+        register(ledger, ref="b5")
+        batch.commit(Tracking(stream, 25))
+    assert ledger.tracked_position(stream) == 25
 
 
 def test_the_positions_of_several_streams_are_read_as_one_by_one(ledger: Ledger) -> None:

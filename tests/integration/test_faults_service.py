@@ -27,8 +27,7 @@ from kiroku.settings import Settings
 from projections.service import Projections
 from projections.sql import Writer
 from tests.helpers import publish_policy
-from tests.integration.kafka_support import publish, receipts
-from tests.integration.test_ingest_faults import caught_up as ingest_caught_up
+from tests.integration.kafka_support import caught_up, publish, receipts
 from tests.integration.test_ingest_faults import kill_mid_ingest
 
 
@@ -94,8 +93,7 @@ def test_the_service_killed_under_load_serves_again_and_its_views_equal_a_rebuil
         projections = Projections(ledger)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (
-            ingest_caught_up(ledger, ends)
-            and all(s.state == "active" and s.lag == 0 for s in projections.status())
+            caught_up(ledger, ends) and all(s.state == "active" and s.lag == 0 for s in projections.status())
         ):
             time.sleep(0.5)
         assert httpx.get(f"{base}/ready", timeout=5).status_code == 200, "the API serves again"

@@ -33,6 +33,7 @@ from tests.integration.kafka_support import (
     running,
     send_raw,
     settings_for,
+    shared,
     wait_for,
 )
 
@@ -223,14 +224,7 @@ def test_two_consumers_in_one_group_share_the_partitions(kafka: str, pg_ledger: 
     messages = list(Traffic(CONTRACT, seed=15).messages(3000))
     settings = settings_for(kafka)
     with running(pg_ledger, settings) as first, running(pg_ledger, settings) as second:
-        wait_for(
-            lambda: (
-                len(first.next_offset) + len(second.next_offset) == 6
-                and bool(first.next_offset)
-                and bool(second.next_offset)
-            ),
-            what="the group to settle with partitions on both members",
-        )
+        wait_for(lambda: shared(first, second), what="the group to settle with partitions on both members")
         publish(kafka, messages)
         wait_for(lambda: handled(first.counters) + handled(second.counters) >= len(messages), what="ingest")
     assert first.counters.recorded > 0 and second.counters.recorded > 0

@@ -24,6 +24,7 @@ from kiroku.bootstrap import build_ledger
 from kiroku.settings import Settings
 from tests.helpers import publish_policy
 from tests.integration.kafka_support import (
+    caught_up,
     handled,
     publish,
     receipts,
@@ -32,14 +33,6 @@ from tests.integration.kafka_support import (
     stored_events,
     wait_for,
 )
-
-
-def caught_up(ledger: Ledger, ends: dict[str, int]) -> bool:
-    for stream, end in ends.items():
-        position = ledger.tracked_position(stream)
-        if end > 0 and (position is None or position < end - 1):
-            return False
-    return True
 
 
 def kill_mid_ingest(
