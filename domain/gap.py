@@ -12,6 +12,7 @@ position moves past them in the same transaction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,41 @@ from domain.quickinit import quick_init, quicken_events
 
 #: The longest reason a person may give (characters).
 MAX_REASON = 2000
+
+#: What a reason must not hold, since every reader sees it and an erasure cannot remove it:
+#: the kinds of a person's data that can be told from their form.
+_PERSONAL_FORMS = (
+    ("an e-mail address", re.compile(r"[^\s@<>()\[\]]+@[^\s@<>()\[\]]+\.[^\s@<>()\[\]]+")),
+    ("an IPv4 address", re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")),
+    # Eight groups of hex digits, or fewer with "::" (not a time such as 12:30:45).
+    (
+        "an IPv6 address",
+        re.compile(
+            r"(?i)(?<![\w:.])(?=[0-9a-f:]*::|(?:[0-9a-f]{1,4}:){4})(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:])"
+        ),
+    ),
+    # A telephone number: a country code or a trunk 0, then two more groups (03-1234-5678,
+    # +81 90 1234 5678, (03) 1234 5678); not offsets (1200-1450) or dates (2026-12-03).
+    (
+        "a telephone number",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[ .-]?\(?\d{1,4}\)?|\(?0\d{1,4}\)?)"  # country code, or trunk 0
+            r"[ .-]?\d{1,4}[ .-]\d{3,4}(?!\w)"
+        ),
+    ),
+)
+
+
+def personal_form_in(text: str) -> str | None:
+    """The kind of personal data ``text`` seems to hold, by its form (None: none seen).
+
+    Names and the like cannot be told from their form; the README asks for
+    none. The finding is named, never repeated.
+    """
+    for kind, form in _PERSONAL_FORMS:
+        if form.search(text):
+            return kind
+    return None
 
 
 def gap_id(stream: str, first_missing: int) -> UUID:

@@ -51,7 +51,7 @@ from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
-from domain.gap import MAX_REASON, AcceptedGap, UpstreamGap
+from domain.gap import MAX_REASON, AcceptedGap, UpstreamGap, personal_form_in
 from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for, uuid_order
 from domain.personal import KeyRing, PersonalDataCipher, Revealed, Sealed
 from domain.receipt import UpstreamReceipt, receipt_id
@@ -478,6 +478,12 @@ class LedgerBase(Application[UUID]):
         reason = reason.strip() if isinstance(reason, str) else ""
         if not 0 < len(reason) <= MAX_REASON:
             raise InvalidCommand(f"accepting a gap needs a reason of 1 to {MAX_REASON} characters")
+        found = personal_form_in(reason)
+        if found is not None:
+            raise InvalidCommand(
+                f"the reason seems to hold {found}; it is kept for good and shown to every reader: "
+                "name the incident and its ticket, never a person's data"
+            )
         positions = (first_missing, next_available)
         if not (all(type(p) is int for p in positions) and 0 < first_missing < next_available):
             raise InvalidCommand("a gap runs from a position after the first to a later one")

@@ -91,6 +91,16 @@ def test_a_gap_is_refused_unless_messages_are_lost_and_nothing_is_written(pg_led
     for reason in ("", "   ", "x" * 2001):
         with pytest.raises(InvalidCommand, match="needs a reason of 1 to 2000 characters"):
             accept_loss(pg_ledger, lost, reason=reason, cause=cause())
+    # A reason is kept for good and shown to every reader: one that looks like a person's data is
+    # refused, and the refusal names the kind of data, never the data.
+    for data, kind in (
+        ("taro.yamada@example.jp", "an e-mail address"),
+        ("192.0.2.44", "an IPv4 address"),
+        ("090-1234-5678", "a telephone number"),
+    ):
+        with pytest.raises(InvalidCommand, match=f"seems to hold {kind}") as refusal:
+            accept_loss(pg_ledger, lost, reason=f"INC-7: as {data} reported", cause=cause())
+        assert data not in str(refusal.value)
     for first, following in ((10, 10), (0, 5), (10, 9)):
         with pytest.raises(InvalidCommand, match="a gap runs from"):
             pg_ledger.accept_upstream_gap(
