@@ -88,6 +88,9 @@ def test_a_partition_rewound_to_zero_changes_nothing(kafka: str, pg_ledger: Ledg
         ingest.rewind.set()
         wait_for(lambda: ingest.counters.consumed >= consumed_before + len(messages), what="the re-read")
         wait_for(lambda: ingest.counters.retries >= 1, what="the store to refuse the stale batches")
+        # Messages read again that were recorded already count as duplicates.
+        wait_for(lambda: ingest.counters.consumed == handled(ingest.counters), what="the re-read counted")
+    assert ingest.counters.duplicates >= len(messages)
     assert pg_ledger.recorder.max_notification_id() == before
     assert len(receipts(pg_ledger)) == len(messages)
 
