@@ -164,7 +164,7 @@ def test_a_batch_held_while_another_consumer_records_part_of_it_records_none_of_
     """
     caplog.set_level(logging.WARNING, logger="kiroku.ingest")
     ledger_a, ledger_b = two_ledgers
-    messages = list(Traffic(CONTRACT, seed=32).messages(3000))
+    messages = list(Traffic(CONTRACT, seed=32).messages(1200))
     group = settings_for(kafka)
     held_settings = dataclasses.replace(group, max_poll_interval_ms=3000)
     # The other consumer records in small batches, so that it has recorded only part of the held one.
