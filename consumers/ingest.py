@@ -752,10 +752,24 @@ class Ingest:
                     recorded += 1
             # The topic is still the one recorded from (not made again since the fetch).
             self._confirm_topic(records[0].topic)
+            tracking = FollowingTracking(stream, records[-1].offset, after)
+            if dead:
+                self._confirm_position(tracking)
             dead.sort(key=lambda letter: letter.record.offset)
             self._send_dead_letters(dead)
-            batch.commit(FollowingTracking(stream, records[-1].offset, after))
+            batch.commit(tracking)
         return len(dead), recorded, duplicates
+
+    def _confirm_position(self, tracking: FollowingTracking) -> None:
+        """Raises ``IntegrityError`` when the stream's position is no longer the one the batch started from.
+
+        The commit would be refused; this is asked before a batch's dead letters
+        are sent, so that a consumer that lost its partition does not send the
+        dead letters its new owner sends too. (A move in the moment between this
+        look and the commit can still repeat one.)
+        """
+        if self.ledger.tracked_position(tracking.application_name) != tracking.after:
+            raise IntegrityError(tracking.refusal())
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
         if not dead:

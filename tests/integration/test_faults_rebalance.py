@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka import TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
 from consumers.contract import Contract
 from consumers.ingest import Ingest
 from consumers.lag import end_offsets
 from consumers.synthetic import Traffic
+from consumers.topics import UPSTREAM_TOPICS
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.settings import Settings
@@ -31,6 +32,7 @@ from tests.integration.kafka_support import (
     caught_up,
     handled,
     publish,
+    read_dead_letters,
     receipts,
     running,
     settings_for,
@@ -120,6 +122,13 @@ def test_a_batch_that_outlasts_the_poll_interval_records_nothing_twice_and_count
         assert isinstance(zombie, HeldIngest)
         wait_for(lambda: shared(zombie, other), what="the group to settle with partitions on both members")
         zombie.armed.set()
+        # Each partition starts with a message that cannot be decoded: the held batch has a dead letter.
+        producer = KafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True)
+        for topic in UPSTREAM_TOPICS:
+            for partition in range(3):
+                producer.send(topic, key=b"bad", value=b"not an upstream message", partition=partition)
+        producer.flush()
+        producer.close()
         publish(kafka, messages)
         ends = end_offsets(kafka)
         wait_for(zombie.held.is_set, what="the held batch")
@@ -135,8 +144,18 @@ def test_a_batch_that_outlasts_the_poll_interval_records_nothing_twice_and_count
         assert counters.consumed == handled(counters), counters
     assert zombie.counters.recorded == 0, "the held batch recorded nothing"
     assert zombie.counters.duplicates == zombie.counters.dead_letters == 0
+    assert other.counters.dead_letters == 6
     recorded = receipts(ledger_a)
     assert len(recorded) == len(set(recorded)) == len(messages)
+    # Each undecodable message is dead-lettered once: the held batch's was not sent by its consumer.
+    letters = [
+        (h["kiroku.original.topic"], h["kiroku.original.partition"], h["kiroku.original.offset"])
+        for topic in UPSTREAM_TOPICS
+        for h in (letter.headers for letter in read_dead_letters(kafka, topic, expected=100, timeout=5))
+    ]
+    assert sorted(letters) == sorted(
+        (t.encode(), str(p).encode(), b"0") for t in UPSTREAM_TOPICS for p in range(3)
+    )
     warnings = [r.getMessage() for r in caplog.records if r.name == "kiroku.ingest"]
     assert any("another consumer recorded up to offset" in w and "dropped" in w for w in warnings), warnings
 
