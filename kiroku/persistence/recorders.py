@@ -181,7 +181,7 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
         self._max_tracking_ids_statement = SQL(
             "SELECT application_name, max(notification_id) AS position FROM {table} "
             "WHERE application_name = ANY(%s) GROUP BY application_name"
-        ).format(table=Identifier(self.datastore.schema, self.tracking_table_name))
+        ).format(table=tracking_table)
         self._events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"
