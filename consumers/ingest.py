@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -53,6 +54,8 @@ from domain.errors import DomainError
 from domain.tracking import FollowingTracking
 
 log = logging.getLogger("kiroku.ingest")
+
+T = TypeVar("T")
 
 #: Errors that mean "try again later": the database or the broker is away.
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -468,13 +471,8 @@ class Ingest:
         if remade is None:
             return positioned
         for tp in to_position:
-            while not self.stop_event.is_set():
-                try:
-                    recorded = self.ledger.tracked_position(self._stream(tp))
-                    break
-                except TRANSIENT as exc:
-                    backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
-            else:
+            read, recorded = self._read_position(tp, backoff)
+            if not read:
                 return positioned
             if tp in consumer.assignment():
                 placement = place(self._stream(tp), recorded, log_starts.get(tp))
@@ -496,6 +494,24 @@ class Ingest:
                     log.warning("%s", placement.note)
             self.to_position.discard(tp)
         return positioned
+
+    def _retrying(self, step: Callable[[], T], what: str, backoff: _Backoff) -> tuple[bool, T | None]:
+        """``step()``, tried again while the store or broker is unreachable (waiting for ``what``).
+
+        ``(True, its result)``, or ``(False, None)`` when told to stop first.
+        """
+        while not self.stop_event.is_set():
+            try:
+                return True, step()
+            except TRANSIENT as exc:
+                backoff.wait(what, exc)
+        return False, None
+
+    def _read_position(self, tp: TopicPartition, backoff: _Backoff) -> tuple[bool, int | None]:
+        """The partition's position in the event store: ``(True, position)``, or ``(False, None)`` on stop."""
+        stream = self._stream(tp)
+        what = f"the event store to read the position of {tp.topic}/{tp.partition}"
+        return self._retrying(partial(self.ledger.tracked_position, stream), what, backoff)
 
     def _ask_metadata(self, consumer: KafkaConsumer) -> None:
         """Asks for the topics' metadata as it is after this poll's fetch, without waiting.
@@ -552,13 +568,12 @@ class Ingest:
         """The topics made again since their positions were recorded, and why (None: told to stop)."""
         remade: dict[str, str] = {}
         for topic in sorted(topics):
-            while not self.stop_event.is_set():
-                try:
-                    why = self._check_topic(consumer, topic)
-                    break
-                except TRANSIENT as exc:
-                    backoff.wait(f"the event store to check which topic {topic} was recorded from", exc)
-            else:
+            checked, why = self._retrying(
+                partial(self._check_topic, consumer, topic),
+                f"the event store to check which topic {topic} was recorded from",
+                backoff,
+            )
+            if not checked:
                 return None
             if why is not None:
                 remade[topic] = why
@@ -634,7 +649,7 @@ class Ingest:
                 # partition since it was positioned, part of the batch was recorded
                 # already, or a concurrent writer changed an aggregate.
                 self.counters.add(retries=1)
-                records = self._after_refusal(tp, stream, records, backoff)
+                records = self._after_refusal(tp, records, backoff)
                 continue
             except TRANSIENT as exc:
                 self.counters.add(retries=1)
@@ -652,9 +667,7 @@ class Ingest:
             self._commit_to_kafka(tp, last + 1)
             return
 
-    def _after_refusal(
-        self, tp: TopicPartition, stream: str, records: list[Any], backoff: _Backoff
-    ) -> list[Any]:
+    def _after_refusal(self, tp: TopicPartition, records: list[Any], backoff: _Backoff) -> list[Any]:
         """What of a batch the store refused is still to record, from the partition's position in the store.
 
         - The position is not the one this consumer recorded from: another consumer
@@ -667,17 +680,10 @@ class Ingest:
           were recorded already and count as duplicates; the rest is tried again.
         - Otherwise a concurrent writer changed an aggregate: the batch is tried again.
         """
-        while not self.stop_event.is_set():
-            try:
-                recorded = self.ledger.tracked_position(stream)
-                break
-            except TRANSIENT as exc:
-                backoff.wait(f"the event store to read the position of {tp.topic}/{tp.partition}", exc)
-        else:
-            self.counters.add(consumed=-len(records))  # stopping: nothing of the batch was recorded here
-            return []
-        if tp not in self.next_offset:
-            # Revoked while waiting for the store (the wait keeps the membership by polling).
+        read, recorded = self._read_position(tp, backoff)
+        if not read or tp not in self.next_offset:
+            # Stopping, or revoked while waiting for the store (the wait keeps the membership
+            # by polling): nothing of the batch was recorded here.
             self.counters.add(consumed=-len(records))
             return []
         if recorded != self.recorded_offset.get(tp):
