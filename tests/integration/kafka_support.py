@@ -38,10 +38,12 @@ def publish(bootstrap: str, messages: Iterable[Message]) -> int:
     return count
 
 
-def send_raw(bootstrap: str, topic: str, values: Iterable[bytes], key: bytes = b"raw") -> None:
+def send_raw(
+    bootstrap: str, topic: str, values: Iterable[bytes], key: bytes = b"raw", partition: int = 0
+) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     for value in values:
-        producer.send(topic, key=key, value=value, partition=0)
+        producer.send(topic, key=key, value=value, partition=partition)
     producer.flush()
     producer.close()
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 
 from consumers.contract import Contract
 from consumers.ingest import Ingest
@@ -35,6 +35,7 @@ from tests.integration.kafka_support import (
     read_dead_letters,
     receipts,
     running,
+    send_raw,
     settings_for,
     shared,
     wait_for,
@@ -123,12 +124,9 @@ def test_a_batch_that_outlasts_the_poll_interval_records_nothing_twice_and_count
         wait_for(lambda: shared(zombie, other), what="the group to settle with partitions on both members")
         zombie.armed.set()
         # Each partition starts with a message that cannot be decoded: the held batch has a dead letter.
-        producer = KafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True)
         for topic in UPSTREAM_TOPICS:
             for partition in range(3):
-                producer.send(topic, key=b"bad", value=b"not an upstream message", partition=partition)
-        producer.flush()
-        producer.close()
+                send_raw(kafka, topic, [b"not an upstream message"], partition=partition)
         publish(kafka, messages)
         ends = end_offsets(kafka)
         wait_for(zombie.held.is_set, what="the held batch")
