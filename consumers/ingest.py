@@ -25,8 +25,6 @@ for tools; kiroku never reads them.
 from __future__ import annotations
 
 import logging
-import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,9 +34,7 @@ from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID
 
-import psycopg
-import psycopg_pool
-from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.persistence import IntegrityError
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
@@ -52,21 +48,14 @@ from domain.application import Ledger
 from domain.cause import Cause
 from domain.errors import DomainError
 from domain.tracking import FollowingTracking
+from kiroku.persistence.outage import UNREACHABLE, Backoff
 
 log = logging.getLogger("kiroku.ingest")
 
 T = TypeVar("T")
 
 #: Errors that mean "try again later": the database or the broker is away.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg_pool.PoolTimeout,
-    sqlite3.OperationalError,
-    KafkaError,
-)
+TRANSIENT: tuple[type[BaseException], ...] = (*UNREACHABLE, KafkaError)
 
 
 @dataclass(frozen=True)
@@ -278,7 +267,7 @@ class Ingest:
         failed polls in a row it reconnects from scratch. Positions come from the
         event store, so a reconnect loses and repeats nothing.
         """
-        backoff = _Backoff(self.settings.max_backoff_s, self.stop_event)
+        backoff = Backoff(self.settings.max_backoff_s, self.stop_event, log)
         failures = 0
         try:
             while not self.stop_event.is_set():
@@ -455,7 +444,7 @@ class Ingest:
 
     def _position(self, consumer: KafkaConsumer) -> set[TopicPartition]:
         """Seeks every newly assigned partition to the position recorded in the event store."""
-        backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
+        backoff = Backoff(self.settings.max_backoff_s, self.stop_event, log, self._keep_membership)
         positioned: set[TopicPartition] = set()
         to_position = sorted(self.to_position, key=lambda t: (t.topic, t.partition))
         log_starts: dict[TopicPartition, int] = {}
@@ -495,7 +484,7 @@ class Ingest:
             self.to_position.discard(tp)
         return positioned
 
-    def _retrying(self, step: Callable[[], T], what: str, backoff: _Backoff) -> tuple[bool, T | None]:
+    def _retrying(self, step: Callable[[], T], what: str, backoff: Backoff) -> tuple[bool, T | None]:
         """``step()``, tried again while the store or broker is unreachable (waiting for ``what``).
 
         ``(True, its result)``, or ``(False, None)`` when told to stop first.
@@ -507,7 +496,7 @@ class Ingest:
                 backoff.wait(what, exc)
         return False, None
 
-    def _read_position(self, tp: TopicPartition, backoff: _Backoff) -> tuple[bool, int | None]:
+    def _read_position(self, tp: TopicPartition, backoff: Backoff) -> tuple[bool, int | None]:
         """The partition's position in the event store: ``(True, position)``, or ``(False, None)`` on stop."""
         stream = self._stream(tp)
         what = f"the event store to read the position of {tp.topic}/{tp.partition}"
@@ -563,7 +552,7 @@ class Ingest:
             self.to_position.update(tp for tp in consumer.assignment() if tp.topic == topic)
 
     def _check_topics(
-        self, consumer: KafkaConsumer, topics: set[str], backoff: _Backoff
+        self, consumer: KafkaConsumer, topics: set[str], backoff: Backoff
     ) -> dict[str, str] | None:
         """The topics made again since their positions were recorded, and why (None: told to stop)."""
         remade: dict[str, str] = {}
@@ -631,7 +620,7 @@ class Ingest:
             )
 
     def _apply_batch(self, tp: TopicPartition, records: list[Any]) -> None:
-        backoff = _Backoff(self.settings.max_backoff_s, self.stop_event, self._keep_membership)
+        backoff = Backoff(self.settings.max_backoff_s, self.stop_event, log, self._keep_membership)
         stream = self._stream(tp)
         topic_system = tp.topic.split(".", 1)[0]
         while records:
@@ -667,7 +656,7 @@ class Ingest:
             self._commit_to_kafka(tp, last + 1)
             return
 
-    def _after_refusal(self, tp: TopicPartition, records: list[Any], backoff: _Backoff) -> list[Any]:
+    def _after_refusal(self, tp: TopicPartition, records: list[Any], backoff: Backoff) -> list[Any]:
         """What of a batch the store refused is still to record, from the partition's position in the store.
 
         - The position is not the one this consumer recorded from: another consumer
@@ -810,27 +799,3 @@ class Ingest:
             consumer.commit_async({tp: OffsetAndMetadata(offset, "", -1)})
         except KafkaError as exc:  # a convenience only; the event store holds the truth
             log.debug("could not commit offset to Kafka: %s", type(exc).__name__)
-
-
-class _Backoff:
-    """Exponential backoff with jitter that says what it waits for, and wakes on stop."""
-
-    def __init__(
-        self, max_s: float, stop: threading.Event, meanwhile: Callable[[], None] | None = None
-    ) -> None:
-        self.max_s = max_s
-        self.delay = 0.2
-        self._stop = stop
-        self._meanwhile = meanwhile
-
-    def reset(self) -> None:
-        self.delay = 0.2
-
-    def wait(self, what: str, exc: BaseException | None = None) -> None:
-        reason = f" ({type(exc).__name__})" if exc is not None else ""
-        pause = min(self.max_s, self.delay) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not secrets
-        log.warning("waiting for %s%s; retrying in %.1fs", what, reason, pause)
-        self._stop.wait(pause)
-        if self._meanwhile is not None:
-            self._meanwhile()
-        self.delay = min(self.max_s, self.delay * 2)

@@ -19,13 +19,16 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from eventsourcing.persistence import IntegrityError
 
 from domain.application import Ledger
 from kiroku.persistence.ddl_lock import ddl_lock
+from kiroku.persistence.outage import UNREACHABLE, Backoff
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
 from projections.store import Generation, PostgresViewStore, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import View, notified_page
@@ -60,6 +63,13 @@ def view_store_for(ledger: Ledger, views: Iterable[View] = ()) -> ViewStore:
     raise TypeError(f"no view store for {type(recorder).__name__}")
 
 
+@dataclass(frozen=True)
+class _Lock:
+    """A view generation's lock, held; ``confirm()`` raises if it has been lost."""
+
+    confirm: Callable[[], None]
+
+
 class ViewRunner:
     """Builds and follows one generation of one view."""
 
@@ -72,10 +82,14 @@ class ViewRunner:
         *,
         page_size: int = 1000,
         poll_interval: float = 1.0,
+        max_backoff_s: float = 10.0,
     ) -> None:
         self.ledger, self.store, self.view, self.generation = ledger, store, view, generation
         self.page_size = page_size
         self.poll_interval = poll_interval
+        self.max_backoff_s = max_backoff_s
+        #: The position the last page was read from (named if the store refuses the page).
+        self.refused_after: int | None = None
         self.stop_event = threading.Event()
         self.applied = 0
 
@@ -87,11 +101,18 @@ class ViewRunner:
         return head - (self.store.position(self.generation) or 0)
 
     def run_once(self) -> int:
-        """Applies the next page of events; returns how many there were."""
-        after = self.store.position(self.generation) or 0
-        notifications = self.ledger.recorder.select_notifications(start=after + 1, limit=self.page_size)
+        """Applies the next page of events; returns how many there were.
+
+        The page is applied only on top of the position it was read from
+        (``ViewStore.apply_page``): if another runner moved it meanwhile, the
+        store refuses the page (``IntegrityError``) and nothing of it is written.
+        """
+        after = self.store.position(self.generation)
+        notifications = self.ledger.recorder.select_notifications(
+            start=(after or 0) + 1, limit=self.page_size
+        )
         page = notified_page(notifications, self.ledger.mapper)
-        self.store.apply_page(self.view, self.generation, page)
+        self.store.apply_page(self.view, self.generation, page, after=after)
         self.applied += len(page)
         return len(page)
 
@@ -106,18 +127,51 @@ class ViewRunner:
         return total
 
     def run(self) -> None:
-        """Works until stopped: waits for the lock, catches up, follows new events."""
-        if self.store.stopped(self.view.name):
-            log.error("view %s is stopped; retry it before running", self.view.name)
-            return
-        with self._lock() as held, self._notifications() as wait_for_news:
-            while held and not self.stop_event.is_set():
+        """Works until stopped: waits for the lock, catches up, follows new events.
+
+        While the database is unreachable (a connection terminated, the server
+        down) it says so in its log, waits (backing off up to ``max_backoff_s``)
+        and starts again: the lock taken anew, the view caught up from its
+        position. Losing the lock's connection ends the lock too, so another
+        runner may have taken it; the store refuses this runner's pages from
+        then on (the position moved), and it goes back to waiting for the lock.
+        """
+        backoff = Backoff(self.max_backoff_s, self.stop_event, log)
+        while not self.stop_event.is_set():
+            try:
+                if self.store.stopped(self.view.name):
+                    log.error("view %s is stopped; retry it before running", self.view.name)
+                    return
+                if self._work(backoff):
+                    return
+            except UNREACHABLE as exc:
+                backoff.wait(f"the database to run view {self.view.name}", exc)
+            except IntegrityError:
+                log.warning(
+                    "view %s: another runner moved the view's position while this one applied a page "
+                    "read from position %s; the page was not applied, and this runner waits for the "
+                    "view's lock again",
+                    self.view.name,
+                    self.refused_after,
+                )
+                self.stop_event.wait(min(self.poll_interval, 1.0))
+
+    def _work(self, backoff: Backoff) -> bool:
+        """Holds the lock and follows the events; True when done (stopped, or the view stopped)."""
+        with self._lock() as lock, self._notifications() as wait_for_news:
+            if lock is None:
+                return True
+            while not self.stop_event.is_set():
+                lock.confirm()
                 try:
                     applied = self.catch_up()
                 except ViewStopped as stopped:
                     self.store.mark_stopped(stopped)
                     log.error("%s", stopped)
-                    return
+                    return True
+                if backoff.waited:
+                    log.info("view %s: the database answers again; the view is caught up", self.view.name)
+                    backoff.reset()
                 if self.generation.state == "building" and applied < self.page_size:
                     self.store.activate(self.view, self.generation)
                     self.generation = Generation(
@@ -128,12 +182,13 @@ class ViewRunner:
                     )
                     log.info("view %s generation %s is active", self.view.name, self.generation.generation)
                 wait_for_news(self.poll_interval)
+        return True
 
     # The lock ---------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[bool]:
-        """Holds the view generation's lock; yields False if stopped before it was ours."""
+    def _lock(self) -> Iterator[_Lock | None]:
+        """Holds the view generation's lock; yields None if stopped before it was ours."""
         key = f"kiroku-view:{self.view.name}:{self.generation.generation}"
         if isinstance(self.store, PostgresViewStore):
             with self._advisory_lock(self.store, key) as held:
@@ -159,8 +214,9 @@ class ViewRunner:
         return False
 
     @contextlib.contextmanager
-    def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[bool]:
-        # A connection of its own, not one of the pool's, held while the runner works.
+    def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[_Lock | None]:
+        # A connection of its own, not one of the pool's, held while the runner works:
+        # a session's advisory lock lasts as long as the session, and no longer.
         number = zlib.crc32(f"{store.datastore.schema}:{key}".encode())
         kwargs = store.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
@@ -170,15 +226,20 @@ class ViewRunner:
                 row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
                 return bool(row is not None and row["locked"])
 
-            held = self._acquire(try_lock)
+            def confirm() -> None:
+                conn.execute("SELECT 1")  # raises if the session, and so the lock, has ended
+
+            if not self._acquire(try_lock):
+                yield None
+                return
             try:
-                yield held
+                yield _Lock(confirm)
             finally:
-                if held:
+                if not conn.broken:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (number,))
 
     @contextlib.contextmanager
-    def _file_lock(self, path: Path) -> Iterator[bool]:
+    def _file_lock(self, path: Path) -> Iterator[_Lock | None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
         def try_lock() -> bool:
@@ -189,12 +250,13 @@ class ViewRunner:
             return True
 
         try:
-            held = self._acquire(try_lock)
+            if not self._acquire(try_lock):
+                yield None
+                return
             try:
-                yield held
+                yield _Lock(lambda: None)  # held while the file is open: nothing to confirm
             finally:
-                if held:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 

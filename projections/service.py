@@ -9,6 +9,7 @@ active generations only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +25,7 @@ from eventsourcing.persistence import Notification
 
 from domain.application import Ledger
 from domain.personal import Sealed
+from kiroku.persistence.outage import UNREACHABLE, Backoff
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
 from projections.runner import ViewRunner, view_store_for
 from projections.sql import Rows, utc_text
@@ -48,12 +51,20 @@ class ViewStatus:
 class Projections:
     """The views of one ledger: run, rebuild, status, queries."""
 
-    def __init__(self, ledger: Ledger, *, page_size: int = 1000, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        page_size: int = 1000,
+        poll_interval: float = 1.0,
+        max_backoff_s: float = 10.0,
+    ) -> None:
         self.ledger = ledger
         self.views: dict[str, View] = make_views(ledger)
         self.store: ViewStore = view_store_for(ledger, self.views.values())
         self.page_size = page_size
         self.poll_interval = poll_interval
+        self.max_backoff_s = max_backoff_s
         self.stop_event = threading.Event()
 
     def view(self, name: str) -> View:
@@ -85,8 +96,14 @@ class Projections:
             thread.join()
 
     def _run_view(self, name: str) -> None:
+        backoff = Backoff(self.max_backoff_s, self.stop_event, log)
         while not self.stop_event.is_set():
-            generation = self._current(name)
+            try:
+                generation = self._current(name)
+            except UNREACHABLE as exc:
+                backoff.wait(f"the database to find the generation of view {name}", exc)
+                continue
+            backoff.reset()
             runner = ViewRunner(
                 self.ledger,
                 self.store,
@@ -94,14 +111,16 @@ class Projections:
                 generation,
                 page_size=self.page_size,
                 poll_interval=self.poll_interval,
+                max_backoff_s=self.max_backoff_s,
             )
             watcher = threading.Thread(target=self._watch, args=(runner,), daemon=True)
             watcher.start()
             runner.run()
             runner.stop()
             watcher.join()
-            if self.store.stopped(name):
-                return  # stopped on an event it cannot apply; `kiroku projections retry` lets it go on
+            with contextlib.suppress(*UNREACHABLE):  # unknown: the next runner looks again
+                if self.store.stopped(name):
+                    return  # stopped on an event it cannot apply; `kiroku projections retry` lets it go on
 
     def _watch(self, runner: ViewRunner) -> None:
         """Stops a runner when asked to stop, or when its generation was replaced by a rebuild."""
@@ -109,7 +128,10 @@ class Projections:
             if self.stop_event.wait(min(self.poll_interval, 1.0)):
                 runner.stop()
                 return
-            active = self.store.active(runner.view.name)
+            try:
+                active = self.store.active(runner.view.name)
+            except UNREACHABLE:
+                continue  # the runner waits for the database too, and says so
             if active is not None and active.generation > runner.generation.generation:
                 log.info(
                     "view %s: generation %s replaced by %s",
@@ -212,7 +234,7 @@ class Projections:
                 stored = self._notifications_between(first, last, view.event_types)
                 return notified_page(stored, self.ledger.mapper)
 
-            self.store.apply_range(view, generation, first, last, page)
+            self.store.apply_range(view, generation, first, last, page, after=_after(first))
         self.store.add_indexes(view, generation)
 
     def _id_pages(self) -> Iterator[tuple[int, int]]:
@@ -260,14 +282,14 @@ class Projections:
         only = None if kinds is None else frozenset(kinds)
         mapper = self.ledger.mapper
 
-        def read(first: int, last: int) -> tuple[int, list[Notified]]:
+        def read(first: int, last: int) -> tuple[int, int, list[Notified]]:
             page = notified_page(self._notifications_between(first, last, only), mapper)
             for notified in page:
                 try:
                     notified.event  # noqa: B018 - decoded here, while the views write the page before
                 except Exception:  # noqa: BLE001, S112 - left to the view that reads it, which says where
                     continue
-            return last, page
+            return first, last, page
 
         pages = self._id_pages()
 
@@ -275,13 +297,13 @@ class Projections:
         # (see build) and the pages are read in turn too: nothing there to overlap.
         ahead = not isinstance(self.store, SQLiteViewStore)
 
-        def read_ahead() -> Future[tuple[int, list[Notified]]] | None:
+        def read_ahead() -> Future[tuple[int, int, list[Notified]]] | None:
             bounds = next(pages, None)
             if bounds is None:
                 return None
             if ahead:
                 return reader.submit(read, *bounds)
-            done: Future[tuple[int, list[Notified]]] = Future()
+            done: Future[tuple[int, int, list[Notified]]] = Future()
             done.set_result(read(*bounds))
             return done
 
@@ -289,13 +311,16 @@ class Projections:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-read") as reader:
             upcoming = read_ahead()
             while upcoming is not None and building:
-                last, page = upcoming.result()
+                first, last, page = upcoming.result()
                 upcoming = read_ahead()
                 # The views' transactions overlap as well: while the database writes
                 # one view's rows, this process prepares the next view's.
                 futures = {
                     name: workers.submit(
-                        self.store.apply_page, self.view(name), generation, page, through=last
+                        partial(self.store.apply_page, through=last, after=_after(first)),
+                        self.view(name),
+                        generation,
+                        page,
                     )
                     for name, generation in building.items()
                 }
@@ -544,6 +569,11 @@ class Projections:
             entry["first_provided_at"] = min(entry["first_provided_at"], row["provided_at"])
             entry["last_provided_at"] = max(entry["last_provided_at"], row["provided_at"])
         return sorted(bulk.values(), key=lambda e: (e["recipient_id"], e["category"]))
+
+
+def _after(first: int) -> int | None:
+    """The position a walk over the ids from 1 stands at when its page starts at ``first``."""
+    return None if first == 1 else first - 1
 
 
 def _gather(futures: dict[str, Future[None]], stops: list[ViewStopped]) -> list[str]:

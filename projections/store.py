@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
 
+from domain.tracking import FollowingTracking
+from kiroku.persistence.recorders import FollowingPostgresTracking, FollowingSQLiteTracking
 from projections.sql import (
     Dialect,
     PostgresDialect,
@@ -274,26 +276,38 @@ class ViewStore:
         return self.events_table is not None and self.dialect.name in view.in_database
 
     def apply_page(
-        self, view: View, generation: Generation, page: Sequence[Notified], *, through: int | None = None
+        self,
+        view: View,
+        generation: Generation,
+        page: Sequence[Notified],
+        *,
+        after: int | None,
+        through: int | None = None,
     ) -> None:
         """Applies the events and moves the tracking record, in one transaction.
 
-        ``through`` is the last notification id the page stands for, when the
-        page holds only the kinds of event its views read (the view's position
-        moves there even if none is in the page); by default, its last event's.
-        Rows are written in bulk. If a bulk write fails, the page is applied
-        again one row at a time, so the error names the event that caused it.
+        ``after`` is the position the page was read from (None: nothing applied
+        yet). The transaction first moves the position, and only from ``after``
+        (``FollowingTracking``): if another writer moved it meanwhile (a second
+        runner that took the view's lock when this one lost it), the page is
+        refused (``IntegrityError``) before a row is written, so no event is
+        applied twice. ``through`` is the last notification id the page stands
+        for, when the page holds only the kinds of event its views read (the
+        view's position moves there even if none is in the page); by default,
+        its last event's. Rows are written in bulk. If a bulk write fails, the
+        page is applied again one row at a time, so the error names the event
+        that caused it.
         """
         if self.in_database(view):
             if through is not None:
                 raise ValueError(f"view {view.name} is applied in the database: it needs every event's id")
             if page:
                 first, last = page[0].notification_id, page[-1].notification_id
-                self.apply_range(view, generation, first, last, lambda: page)
+                self.apply_range(view, generation, first, last, lambda: page, after=after)
             return
         if not page and through is None:
             return
-        self._apply_in_python(view, generation, page, through)
+        self._apply_in_python(view, generation, page, through, after)
 
     def apply_range(
         self,
@@ -302,16 +316,20 @@ class ViewStore:
         first: int,
         last: int,
         page: Callable[[], Sequence[Notified]],
+        *,
+        after: int | None,
     ) -> None:
         """Applies the stored events ``first`` to ``last`` with the view's SQL statement.
 
-        The tracking record moves to ``last``, in the same transaction. Should
-        the statement fail (on an event its SQL cannot read), the events
-        (``page()``) are applied in Python instead, and the log says so.
+        The tracking record moves from ``after`` to ``last`` first, in the same
+        transaction (as :meth:`apply_page`). Should the statement fail (on an
+        event its SQL cannot read), the events (``page()``) are applied in
+        Python instead, and the log says so.
         """
         assert self.events_table is not None, "only for a view applied in the database"
         try:
             with self.applying() as cursor:
+                self.insert_tracking_in(cursor, FollowingTracking(generation.stream, last, after))
                 names = self.table_names(view, generation.generation)
                 try:
                     # The planner's estimate of a page is far too high; compiling the
@@ -322,7 +340,6 @@ class ViewStore:
                     )
                 except Exception as exc:
                     raise _InDatabaseFailed from exc
-                self.insert_tracking_in(cursor, Tracking(generation.stream, last))
             return
         except _InDatabaseFailed as failed:
             log.warning(
@@ -333,14 +350,19 @@ class ViewStore:
                 last,
                 type(failed.__cause__).__name__,
             )
-        self._apply_in_python(view, generation, page(), last)
+        self._apply_in_python(view, generation, page(), last, after)
 
     def _apply_in_python(
-        self, view: View, generation: Generation, page: Sequence[Notified], up_to: int | None
+        self,
+        view: View,
+        generation: Generation,
+        page: Sequence[Notified],
+        up_to: int | None,
+        after: int | None,
     ) -> None:
         """The page in bulk; if that fails, again one row at a time, so the error names its event."""
         try:
-            self._apply_page(view, generation, page, buffered=True, up_to=up_to)
+            self._apply_page(view, generation, page, buffered=True, up_to=up_to, after=after)
         except _BulkWriteFailed as failed:
             log.warning(
                 "view %s: writing notifications %s to %s in bulk failed (%s); they are written one by one",
@@ -349,7 +371,7 @@ class ViewStore:
                 page[-1].notification_id if page else up_to,
                 type(failed.__cause__).__name__,
             )
-            self._apply_page(view, generation, page, buffered=False, up_to=up_to)
+            self._apply_page(view, generation, page, buffered=False, up_to=up_to, after=after)
 
     def _apply_page(
         self,
@@ -358,12 +380,16 @@ class ViewStore:
         page: Sequence[Notified],
         *,
         buffered: bool,
-        up_to: int | None = None,
+        up_to: int | None,
+        after: int | None,
     ) -> None:
         names = self.table_names(view, generation.generation)
         used = [notified for notified in page if view.uses(notified)]
         view.prepare(used)
+        position = page[-1].notification_id if up_to is None else up_to
         with self.applying() as cursor:
+            # The position first: a second writer of this generation waits here, then is refused.
+            self.insert_tracking_in(cursor, FollowingTracking(generation.stream, position, after))
             rows = Writer(cursor, self.dialect, names, buffered=buffered, tables=view.tables)
             for notified in used:
                 try:
@@ -376,8 +402,6 @@ class ViewStore:
                 rows.flush()
             except Exception as exc:
                 raise _BulkWriteFailed from exc
-            position = page[-1].notification_id if up_to is None else up_to
-            self.insert_tracking_in(cursor, Tracking(generation.stream, position))
 
     def mark_stopped(self, stopped: ViewStopped) -> None:
         with self.transaction() as cursor:
@@ -463,7 +487,7 @@ class _TrackingRecorderBacked:
         return self.max_tracking_id(generation.stream)
 
 
-class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewStore):
+class PostgresViewStore(FollowingPostgresTracking, _TrackingRecorderBacked, ViewStore):
     """Views in PostgreSQL, beside the event store."""
 
     dialect = PostgresDialect()
@@ -527,7 +551,7 @@ class PostgresViewStore(PostgresTrackingRecorder, _TrackingRecorderBacked, ViewS
         return [list(row[f"r{number}"]) for number in range(len(reads))]
 
 
-class SQLiteViewStore(SQLiteTrackingRecorder, _TrackingRecorderBacked, ViewStore):
+class SQLiteViewStore(FollowingSQLiteTracking, _TrackingRecorderBacked, ViewStore):
     """Views in the embedded SQLite file, beside the event store."""
 
     dialect = SQLiteDialect()

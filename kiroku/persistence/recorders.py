@@ -24,8 +24,14 @@ from eventsourcing.persistence import (
     StoredEvent,
     Tracking,
 )
-from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
-from eventsourcing.sqlite import SQLiteAggregateRecorder, SQLiteCursor, SQLiteDatastore, SQLiteProcessRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder, PostgresTrackingRecorder
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteCursor,
+    SQLiteDatastore,
+    SQLiteProcessRecorder,
+    SQLiteTrackingRecorder,
+)
 from eventsourcing.utils import retry
 from psycopg import Cursor
 from psycopg.rows import DictRow, tuple_row
@@ -126,7 +132,69 @@ def _expect_ids(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> Non
         raise ProgrammingError(f"expected {len(stored_events)} notification ids, the table gave {len(ids)}")
 
 
-class KirokuPostgresRecorder(PostgresProcessRecorder):
+SQLITE_FIRST_TRACKING = (
+    "INSERT INTO tracking VALUES (?, ?) ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
+)
+SQLITE_FOLLOWING_TRACKING = (
+    "UPDATE tracking SET notification_id = ? "
+    "WHERE application_name = ? AND notification_id = ? AND notification_id < ? RETURNING notification_id"
+)
+
+
+class FollowingPostgresTracking(PostgresTrackingRecorder):
+    """A tracking recorder that records a ``FollowingTracking`` only on top of the position it names.
+
+    A plain ``Tracking`` keeps the library's upsert (the position only moves
+    forward). A ``FollowingTracking`` is recorded in the one statement that
+    moves the position, and only while the position is still its ``after``
+    and the new one is past it; otherwise the transaction is refused
+    (``IntegrityError``). Made to be a base class before the library's recorder.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = Identifier(self.datastore.schema, self.tracking_table_name)
+        self._first_tracking_statement = SQL(
+            "INSERT INTO {table} VALUES (%s, %s) ON CONFLICT (application_name) DO NOTHING "
+            "RETURNING notification_id"
+        ).format(table=table)
+        self._following_tracking_statement = SQL(
+            "UPDATE {table} SET notification_id = %s "
+            "WHERE application_name = %s AND notification_id = %s AND notification_id < %s "
+            "RETURNING notification_id"
+        ).format(table=table)
+
+    def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
+        if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
+            super()._insert_tracking(curs, tracking)
+            return
+        name, position = tracking.application_name, tracking.notification_id
+        if tracking.after is None:
+            curs.execute(self._first_tracking_statement, (name, position), prepare=True)
+        else:
+            after = tracking.after
+            curs.execute(self._following_tracking_statement, (position, name, after, position), prepare=True)
+        if curs.fetchone() is None:
+            raise IntegrityError(tracking.refusal())
+
+
+class FollowingSQLiteTracking(SQLiteTrackingRecorder):
+    """:class:`FollowingPostgresTracking` for SQLite."""
+
+    def _insert_tracking(self, c: SQLiteCursor, tracking: Tracking) -> None:
+        if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
+            super()._insert_tracking(c, tracking)
+            return
+        name, position = tracking.application_name, tracking.notification_id
+        if tracking.after is None:
+            c.execute(SQLITE_FIRST_TRACKING, (name, position))
+        else:
+            c.execute(SQLITE_FOLLOWING_TRACKING, (position, name, tracking.after, position))
+        if c.fetchone() is None:
+            raise IntegrityError(tracking.refusal())
+
+
+class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder):
     """PostgreSQL process recorder with the subject key table."""
 
     def __init__(
@@ -169,15 +237,6 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             "SELECT notification_id FROM {table} WHERE notification_id > %s ORDER BY notification_id"
         ).format(table=events_table)
         tracking_table = Identifier(self.datastore.schema, self.tracking_table_name)
-        self._first_tracking_statement = SQL(
-            "INSERT INTO {table} VALUES (%s, %s) ON CONFLICT (application_name) DO NOTHING "
-            "RETURNING notification_id"
-        ).format(table=tracking_table)
-        self._following_tracking_statement = SQL(
-            "UPDATE {table} SET notification_id = %s "
-            "WHERE application_name = %s AND notification_id = %s AND notification_id < %s "
-            "RETURNING notification_id"
-        ).format(table=tracking_table)
         self._max_tracking_ids_statement = SQL(
             "SELECT application_name, max(notification_id) AS position FROM {table} "
             "WHERE application_name = ANY(%s) GROUP BY application_name"
@@ -472,29 +531,6 @@ class KirokuPostgresRecorder(PostgresProcessRecorder):
             curs.execute(self.shred_statement, (subject_id, generation), prepare=True)
         super()._insert_events(curs, stored_events, **kwargs)
 
-    def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
-        """The library's upsert (the position only moves forward), or, for a ``FollowingTracking``,
-        a record that holds only on top of the position its writer started from."""
-        if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
-            super()._insert_tracking(curs, tracking)
-            return
-        name, position = tracking.application_name, tracking.notification_id
-        if tracking.after is None:
-            curs.execute(self._first_tracking_statement, (name, position), prepare=True)
-        else:
-            after = tracking.after
-            curs.execute(self._following_tracking_statement, (position, name, after, position), prepare=True)
-        if curs.fetchone() is None:
-            raise IntegrityError(tracking.refusal())
-
-
-SQLITE_FIRST_TRACKING = (
-    "INSERT INTO tracking VALUES (?, ?) ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
-)
-SQLITE_FOLLOWING_TRACKING = (
-    "UPDATE tracking SET notification_id = ? "
-    "WHERE application_name = ? AND notification_id = ? AND notification_id < ? RETURNING notification_id"
-)
 
 SQLITE_KEYS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {KEYS_TABLE} ("
@@ -536,7 +572,7 @@ def _sqlite_events_of(
             )
 
 
-class KirokuSQLiteRecorder(SQLiteProcessRecorder):
+class KirokuSQLiteRecorder(FollowingSQLiteTracking, SQLiteProcessRecorder):
     """SQLite process recorder with the subject key table."""
 
     def __init__(self, datastore: SQLiteDatastore, *, events_table_name: str = "stored_events") -> None:
@@ -577,19 +613,6 @@ class KirokuSQLiteRecorder(SQLiteProcessRecorder):
         for subject_id, generation in shred:
             c.execute(SQLITE_SHRED, (subject_id.hex, generation))
         return super()._insert_events(c, stored_events, **kwargs)
-
-    def _insert_tracking(self, c: SQLiteCursor, tracking: Tracking) -> None:
-        """As :meth:`KirokuPostgresRecorder._insert_tracking`."""
-        if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
-            super()._insert_tracking(c, tracking)
-            return
-        name, position = tracking.application_name, tracking.notification_id
-        if tracking.after is None:
-            c.execute(SQLITE_FIRST_TRACKING, (name, position))
-        else:
-            c.execute(SQLITE_FOLLOWING_TRACKING, (position, name, tracking.after, position))
-        if c.fetchone() is None:
-            raise IntegrityError(tracking.refusal())
 
 
 class KirokuSQLiteSnapshotRecorder(SQLiteAggregateRecorder):
