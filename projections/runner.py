@@ -107,7 +107,7 @@ class ViewRunner:
         (``ViewStore.apply_page``): if another runner moved it meanwhile, the
         store refuses the page (``IntegrityError``) and nothing of it is written.
         """
-        after = self.store.position(self.generation)
+        after = self.refused_after = self.store.position(self.generation)
         notifications = self.ledger.recorder.select_notifications(
             start=(after or 0) + 1, limit=self.page_size
         )
@@ -186,12 +186,17 @@ class ViewRunner:
 
     # The lock ---------------------------------------------------------------
 
+    def advisory_lock_number(self) -> int:
+        """The PostgreSQL advisory lock of this view generation (in its schema)."""
+        assert isinstance(self.store, PostgresViewStore)
+        key = f"kiroku-view:{self.view.name}:{self.generation.generation}"
+        return zlib.crc32(f"{self.store.datastore.schema}:{key}".encode())
+
     @contextlib.contextmanager
     def _lock(self) -> Iterator[_Lock | None]:
         """Holds the view generation's lock; yields None if stopped before it was ours."""
-        key = f"kiroku-view:{self.view.name}:{self.generation.generation}"
         if isinstance(self.store, PostgresViewStore):
-            with self._advisory_lock(self.store, key) as held:
+            with self._advisory_lock(self.store) as held:
                 yield held
         else:
             assert isinstance(self.store, SQLiteViewStore)
@@ -214,10 +219,10 @@ class ViewRunner:
         return False
 
     @contextlib.contextmanager
-    def _advisory_lock(self, store: PostgresViewStore, key: str) -> Iterator[_Lock | None]:
+    def _advisory_lock(self, store: PostgresViewStore) -> Iterator[_Lock | None]:
         # A connection of its own, not one of the pool's, held while the runner works:
         # a session's advisory lock lasts as long as the session, and no longer.
-        number = zlib.crc32(f"{store.datastore.schema}:{key}".encode())
+        number = self.advisory_lock_number()
         kwargs = store.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
         with psycopg.connect(**kwargs, autocommit=True) as conn:
@@ -235,7 +240,8 @@ class ViewRunner:
             try:
                 yield _Lock(confirm)
             finally:
-                if not conn.broken:
+                # A lost session has ended the lock already (closing the connection ends it too).
+                with contextlib.suppress(psycopg.Error):
                     conn.execute("SELECT pg_advisory_unlock(%s)", (number,))
 
     @contextlib.contextmanager

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import IntegrityError
 
 from consumers.contract import Contract
 from consumers.synthetic import Traffic
@@ -24,7 +25,7 @@ from projections.runner import ViewRunner, view_store_for
 from projections.service import Projections
 from projections.sql import Writer
 from projections.store import Generation, PostgresViewStore, ViewStore
-from projections.view import Notified, View
+from projections.view import Notified, View, notified_page
 from projections.views import VIEW_NAMES, make_views
 from projections.views.audit import AuditTrail
 from projections.views.certificates import Certificates
@@ -439,3 +440,39 @@ def test_a_rebuild_applies_in_python_the_pages_the_database_cannot(
     assert rows_of(projections.store, AuditTrail(), rebuilt) == rows_of(
         projections.store, AuditTrail(), reference.generation
     )
+
+
+@pytest.mark.parametrize("kind", ["python", "database"])
+def test_a_page_is_applied_only_on_top_of_the_position_it_was_read_from(
+    ledger: Ledger, clock: FakeClock, kind: str
+) -> None:
+    """A page read from a position another writer has moved since is refused whole: no row, no position."""
+    publish_policy(ledger)
+    play(ledger, clock, seed=12, stories=2)
+    store = view_store_for(ledger)
+    view: View = ProvisionLedger() if kind == "database" else Certificates()
+    if kind == "database" and not store.in_database(view):
+        view = every_event(view)  # SQLite: the same view, in Python; the rule is the store's either way
+    generation = store.new_generation(view)
+    notifications = ledger.recorder.select_notifications(start=1, limit=100_000)
+    half = len(notifications) // 2
+    first = notified_page(notifications[:half], ledger.mapper)
+    second = notified_page(notifications[half:], ledger.mapper)
+    middle = first[-1].notification_id
+
+    store.apply_page(view, generation, first, after=None)
+    assert store.position(generation) == middle
+    applied_once = rows_of(store, view, generation)
+    assert any(applied_once.values()), "the first half should fill the view"
+
+    for page, after in ((first, None), (second, None), (second, middle - 1), (first, middle)):
+        with pytest.raises(IntegrityError) as refused:
+            store.apply_page(view, generation, page, after=after)
+        assert generation.stream in str(refused.value)
+        assert store.position(generation) == middle
+        assert rows_of(store, view, generation) == applied_once, f"nothing of a page read from {after}"
+
+    store.apply_page(view, generation, second, after=middle)
+    assert store.position(generation) == notifications[-1].id
+    whole = build(ledger, store, view, page_size=1000)
+    assert rows_of(store, view, generation) == rows_of(store, view, whole.generation)
