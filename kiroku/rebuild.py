@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from kiroku.bootstrap import build_ledger
 from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
+from projections.runner import generations_locked
 from projections.service import Projections
 from projections.store import Generation
 
@@ -105,7 +106,10 @@ def rebuild_in_processes(
     building = {name: projections.new_generation(name) for name in names}
     mine, *theirs = groups
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, len(theirs)), mp_context=spawn) as pool:
+    with (
+        generations_locked(projections.store, building),
+        ProcessPoolExecutor(max_workers=max(1, len(theirs)), mp_context=spawn) as pool,
+    ):
         futures = [
             pool.submit(_build_in_worker, settings, {n: building[n] for n in group}, projections.page_size)
             for group in theirs
@@ -113,10 +117,10 @@ def rebuild_in_processes(
         stops = _build(projections, {n: building[n] for n in mine}, progress)
         for future in futures:
             stops += future.result()
-    stopped = {s.view for s in stops}
-    for name, generation in building.items():
-        if name not in stopped:
-            projections.store.activate(projections.view(name), generation)
+        stopped = {s.view for s in stops}
+        for name, generation in building.items():
+            if name not in stopped:
+                projections.store.activate(projections.view(name), generation)
     if stops:
         raise RebuildStopped(stops)
     return {name: g for name, g in building.items() if name not in stopped}

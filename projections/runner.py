@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,51 @@ def view_store_for(ledger: Ledger, views: Iterable[View] = ()) -> ViewStore:
         lite.add_missing_indexes(views)
         return lite
     raise TypeError(f"no view store for {type(recorder).__name__}")
+
+
+def advisory_lock_number(store: PostgresViewStore, view_name: str, generation: int) -> int:
+    """The PostgreSQL advisory lock of a view generation (in the store's schema)."""
+    return zlib.crc32(f"{store.datastore.schema}:kiroku-view:{view_name}:{generation}".encode())
+
+
+def lock_path(store: SQLiteViewStore, view_name: str, generation: int) -> Path:
+    """The file whose lock is a view generation's lock, beside the SQLite database."""
+    return Path(f"{store.datastore.pool.db_name}.{view_name}.g{generation}.lock")
+
+
+@contextlib.contextmanager
+def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) -> Iterator[None]:
+    """Holds the locks of these new generations while a rebuild builds them.
+
+    A runner whose view has no active generation follows the one being built,
+    which may be a rebuild's: it waits for the lock until the rebuild is over,
+    instead of applying pages beside it. The generations are new, so no runner
+    should hold one yet; if one does, this says so (``RuntimeError``) rather than wait.
+    """
+    with contextlib.ExitStack() as held:
+        if isinstance(store, PostgresViewStore):
+            kwargs = store.datastore.pool.kwargs
+            assert isinstance(kwargs, dict)
+            conn = held.enter_context(psycopg.connect(**kwargs, autocommit=True))
+            numbers = [advisory_lock_number(store, g.name, g.generation) for g in generations.values()]
+            for number, generation in zip(numbers, generations.values(), strict=True):
+                row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
+                if not (row is not None and row["locked"]):
+                    raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
+        else:
+            assert isinstance(store, SQLiteViewStore)
+            for generation in generations.values():
+                fd = os.open(
+                    lock_path(store, generation.name, generation.generation), os.O_RDWR | os.O_CREAT, 0o600
+                )
+                held.callback(os.close, fd)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise RuntimeError(
+                        f"view {generation.name} generation {generation.generation} is locked"
+                    ) from None
+        yield  # the session's end (or the files' closing) lets the locks go
 
 
 @dataclass(frozen=True)
@@ -161,6 +206,9 @@ class ViewRunner:
         with self._lock() as lock, self._notifications() as wait_for_news:
             if lock is None:
                 return True
+            # What it is now: a rebuild that held the lock may have activated it, or a newer one.
+            if not self._still_current():
+                return True
             while not self.stop_event.is_set():
                 lock.confirm()
                 try:
@@ -173,6 +221,8 @@ class ViewRunner:
                     log.info("view %s: the database answers again; the view is caught up", self.view.name)
                     backoff.reset()
                 if self.generation.state == "building" and applied < self.page_size:
+                    if not self._still_current():
+                        return True
                     self.store.activate(self.view, self.generation)
                     self.generation = Generation(
                         self.generation.name,
@@ -184,13 +234,33 @@ class ViewRunner:
                 wait_for_news(self.poll_interval)
         return True
 
+    def _still_current(self) -> bool:
+        """Reads the generation's state anew; False if it is retired or a newer one is active.
+
+        Readers never go back to an older generation: a runner building one
+        that a rebuild has overtaken stops following it rather than activate it.
+        """
+        generations = self.store.generations(self.view.name)
+        number = self.generation.generation
+        ours = next((g for g in generations if g.generation == number), None)
+        newer = [g.generation for g in generations if g.state == "active" and g.generation > number]
+        if ours is None or ours.state == "retired" or newer:
+            log.info(
+                "view %s generation %s is %s; this runner stops following it",
+                self.view.name,
+                number,
+                f"behind the active generation {newer[0]}" if newer else "retired",
+            )
+            return False
+        self.generation = ours
+        return True
+
     # The lock ---------------------------------------------------------------
 
     def advisory_lock_number(self) -> int:
         """The PostgreSQL advisory lock of this view generation (in its schema)."""
         assert isinstance(self.store, PostgresViewStore)
-        key = f"kiroku-view:{self.view.name}:{self.generation.generation}"
-        return zlib.crc32(f"{self.store.datastore.schema}:{key}".encode())
+        return advisory_lock_number(self.store, self.view.name, self.generation.generation)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[_Lock | None]:
@@ -200,10 +270,7 @@ class ViewRunner:
                 yield held
         else:
             assert isinstance(self.store, SQLiteViewStore)
-            lock_file = Path(
-                f"{self.store.datastore.pool.db_name}.{self.view.name}.g{self.generation.generation}.lock"
-            )
-            with self._file_lock(lock_file) as held:
+            with self._file_lock(lock_path(self.store, self.view.name, self.generation.generation)) as held:
                 yield held
 
     def _acquire(self, try_lock: Callable[[], bool]) -> bool:

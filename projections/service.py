@@ -27,7 +27,7 @@ from domain.application import Ledger
 from domain.personal import Sealed
 from kiroku.persistence.outage import UNREACHABLE, Backoff
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
-from projections.runner import ViewRunner, view_store_for
+from projections.runner import ViewRunner, generations_locked, view_store_for
 from projections.sql import Rows, utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View, notified_page
@@ -174,9 +174,10 @@ class Projections:
         """
         wanted = names or list(self.views)
         building = {name: self.new_generation(name) for name in wanted}
-        stops = self.build(building, progress)
-        for name, generation in building.items():
-            self.store.activate(self.view(name), generation)
+        with generations_locked(self.store, building):
+            stops = self.build(building, progress)
+            for name, generation in building.items():
+                self.store.activate(self.view(name), generation)
         if stops:
             raise stops[0]
         return building

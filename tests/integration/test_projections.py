@@ -476,3 +476,88 @@ def test_a_page_is_applied_only_on_top_of_the_position_it_was_read_from(
     assert store.position(generation) == notifications[-1].id
     whole = build(ledger, store, view, page_size=1000)
     assert rows_of(store, view, generation) == rows_of(store, view, whole.generation)
+
+
+def test_a_runner_waits_while_a_rebuild_builds_the_generation_it_would_follow(
+    ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no active generation a runner follows the one being built, here a rebuild's: it waits for
+    the rebuild to finish instead of applying pages beside it, then follows the rebuilt generation."""
+    caplog.set_level(logging.INFO, logger="kiroku.projections")
+    publish_policy(ledger)
+    play(ledger, clock, seed=61, stories=2)
+    projections = Projections(ledger, page_size=20)
+    name = "certificates"
+    assert projections.store.generations(name) == []
+    runners: list[ViewRunner] = []
+    threads: list[threading.Thread] = []
+
+    def progress(done: int, head: int, rate: float) -> None:
+        if runners:
+            return
+        generation = projections._current(name)  # what Projections.run would follow
+        assert generation.state == "building" and projections.store.position(generation) == done
+        runner = ViewRunner(ledger, projections.store, projections.view(name), generation, poll_interval=0.05)
+        runners.append(runner)
+        threads.append(threading.Thread(target=runner.run))
+        threads[0].start()
+        deadline = time.monotonic() + 10
+        while not any("another runner holds its lock" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "the runner should wait for the rebuild's lock"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert runner.applied == 0 and projections.store.position(generation) == done
+
+    try:
+        rebuilt = projections.rebuild_views([name], progress)[name]
+        assert runners, "the rebuild took more than one page"
+        runner = runners[0]
+        assert runner.generation.generation == rebuilt.generation
+        play(ledger, clock, seed=62, stories=1)
+        head = ledger.recorder.max_notification_id() or 0
+        deadline = time.monotonic() + 10
+        while projections.store.position(rebuilt) != head and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert projections.store.position(rebuilt) == head
+    finally:
+        for runner in runners:
+            runner.stop()
+        for thread in threads:
+            thread.join(10)
+    assert runner.generation.state == "active"
+    assert 0 < runner.applied < head, "the runner applied only what came after the rebuild"
+    whole = build(ledger, projections.store, projections.view(name), page_size=1000)
+    assert rows_of(projections.store, projections.view(name), rebuilt) == rows_of(
+        projections.store, projections.view(name), whole.generation
+    )
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warned
+
+
+def test_a_runner_never_activates_a_generation_older_than_the_active_one(
+    ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A runner left on a generation it was building, once a rebuild's newer one is active, stops
+    following it instead of catching it up and pointing readers back at it."""
+    caplog.set_level(logging.INFO, logger="kiroku.projections")
+    publish_policy(ledger)
+    play(ledger, clock, seed=63, stories=1)
+    store = view_store_for(ledger)
+    view = Certificates()
+    older = store.new_generation(view)
+    newer = build(ledger, store, view, page_size=1000).generation
+    store.activate(view, newer)
+    runner = ViewRunner(ledger, store, view, older, poll_interval=0.05)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    thread.join(10)
+    stopped_by_itself = not thread.is_alive()
+    runner.stop()
+    thread.join(10)
+    assert stopped_by_itself, "the runner stops by itself"
+    active = store.active(view.name)
+    assert active is not None and active.generation == newer.generation
+    assert runner.applied == 0 and store.position(older) is None
+    said = [r.getMessage() for r in caplog.records]
+    behind = f"generation {older.generation} is behind the active generation {newer.generation}"
+    assert f"view certificates {behind}; this runner stops following it" in said
