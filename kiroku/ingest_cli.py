@@ -46,6 +46,21 @@ def _bootstrap(settings: Settings, given: str | None) -> str:
     return servers
 
 
+def ingest_settings(args: argparse.Namespace, settings: Settings, servers: str) -> IngestSettings:
+    """The consumer's settings from ``kiroku consume``'s options."""
+    if args.batch < 1 or args.session_timeout_ms < 1 or args.max_poll_interval_ms < 1:
+        raise SettingsError("--batch, --session-timeout-ms and --max-poll-interval-ms must be positive")
+    return IngestSettings(
+        bootstrap_servers=servers,
+        group_id=settings.group_id,
+        stream_prefix=settings.stream_prefix,
+        max_poll_records=args.batch,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=max(300, args.session_timeout_ms // 10),
+        max_poll_interval_ms=args.max_poll_interval_ms,
+    )
+
+
 def consume(args: argparse.Namespace) -> int:
     settings = Settings.from_env(dict(os.environ))
     servers = _bootstrap(settings, args.bootstrap_servers)
@@ -56,17 +71,7 @@ def consume(args: argparse.Namespace) -> int:
         )
     if args.create_topics:
         create_topics(servers)
-    ingest = Ingest(
-        ledger,
-        IngestSettings(
-            bootstrap_servers=servers,
-            group_id=settings.group_id,
-            stream_prefix=settings.stream_prefix,
-            max_poll_records=args.batch,
-            session_timeout_ms=args.session_timeout_ms,
-            heartbeat_interval_ms=max(300, args.session_timeout_ms // 10),
-        ),
-    )
+    ingest = Ingest(ledger, ingest_settings(args, settings, servers))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("%s: finishing the current batch, then leaving the group", signal.Signals(signum).name)
@@ -358,6 +363,13 @@ def register(sub: Any) -> None:
     c.add_argument("--bootstrap-servers", help="overrides KAFKA_BOOTSTRAP_SERVERS")
     c.add_argument("--batch", type=int, default=2000, help="most messages per partition per transaction")
     c.add_argument("--session-timeout-ms", type=int, default=10_000)
+    c.add_argument(
+        "--max-poll-interval-ms",
+        type=int,
+        default=300_000,
+        help="a batch that takes longer puts the consumer out of its group, its partitions to the others "
+        "(default 300000, kafka-python's)",
+    )
     c.add_argument("--create-topics", action="store_true", help="create the topics first if they are missing")
     c.set_defaults(func=consume)
     c_sub = c.add_subparsers(dest="consume_command", metavar="status|accept-loss|gaps")
