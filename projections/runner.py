@@ -134,7 +134,7 @@ class ViewRunner:
         self.poll_interval = poll_interval
         self.max_backoff_s = max_backoff_s
         #: The position the last page was read from (named if the store refuses the page).
-        self.refused_after: int | None = None
+        self.page_read_from: int | None = None
         self.stop_event = threading.Event()
         self.applied = 0
 
@@ -152,7 +152,7 @@ class ViewRunner:
         (``ViewStore.apply_page``): if another runner moved it meanwhile, the
         store refuses the page (``IntegrityError``) and nothing of it is written.
         """
-        after = self.refused_after = self.store.position(self.generation)
+        after = self.page_read_from = self.store.position(self.generation)
         notifications = self.ledger.recorder.select_notifications(
             start=(after or 0) + 1, limit=self.page_size
         )
@@ -197,12 +197,13 @@ class ViewRunner:
                     "read from position %s; the page was not applied, and this runner waits for the "
                     "view's lock again",
                     self.view.name,
-                    self.refused_after,
+                    self.page_read_from,
                 )
                 self.stop_event.wait(min(self.poll_interval, 1.0))
 
     def _work(self, backoff: Backoff) -> bool:
-        """Holds the lock and follows the events; True when done (stopped, or the view stopped)."""
+        """Holds the lock and follows the events; True when done (stopped, the view stopped, or the
+        generation no longer the one to follow)."""
         with self._lock() as lock, self._notifications() as wait_for_news:
             if lock is None:
                 return True
