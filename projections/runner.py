@@ -20,6 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,19 @@ def lock_path(store: SQLiteViewStore, view_name: str, generation: int) -> Path:
     return Path(f"{store.datastore.pool.db_name}.{view_name}.g{generation}.lock")
 
 
+def _try_advisory_lock(conn: psycopg.Connection[Any], number: int) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
+    return bool(row is not None and row["locked"])
+
+
+def _try_file_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) -> Iterator[None]:
     """Holds the locks of these new generations while a rebuild builds them.
@@ -89,8 +103,7 @@ def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) 
             conn = held.enter_context(psycopg.connect(**kwargs, autocommit=True))
             numbers = [advisory_lock_number(store, g.name, g.generation) for g in generations.values()]
             for number, generation in zip(numbers, generations.values(), strict=True):
-                row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
-                if not (row is not None and row["locked"]):
+                if not _try_advisory_lock(conn, number):
                     raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
         else:
             assert isinstance(store, SQLiteViewStore)
@@ -99,12 +112,8 @@ def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) 
                     lock_path(store, generation.name, generation.generation), os.O_RDWR | os.O_CREAT, 0o600
                 )
                 held.callback(os.close, fd)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise RuntimeError(
-                        f"view {generation.name} generation {generation.generation} is locked"
-                    ) from None
+                if not _try_file_lock(fd):
+                    raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
         yield  # the session's end (or the files' closing) lets the locks go
 
 
@@ -295,14 +304,10 @@ class ViewRunner:
         assert isinstance(kwargs, dict)
         with psycopg.connect(**kwargs, autocommit=True) as conn:
 
-            def try_lock() -> bool:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s) AS locked", (number,)).fetchone()
-                return bool(row is not None and row["locked"])
-
             def confirm() -> None:
                 conn.execute("SELECT 1")  # raises if the session, and so the lock, has ended
 
-            if not self._acquire(try_lock):
+            if not self._acquire(partial(_try_advisory_lock, conn, number)):
                 yield None
                 return
             try:
@@ -315,16 +320,8 @@ class ViewRunner:
     @contextlib.contextmanager
     def _file_lock(self, path: Path) -> Iterator[_Lock | None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-
-        def try_lock() -> bool:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
         try:
-            if not self._acquire(try_lock):
+            if not self._acquire(partial(_try_file_lock, fd)):
                 yield None
                 return
             try:
