@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,9 +19,12 @@ from domain.errors import (
     PolicyViolation,
     UpstreamEventConflict,
 )
+from kiroku.persistence.outage import UNREACHABLE
 from projections.store import ViewNotReady
 
 PROBLEM = "application/problem+json"
+
+log = logging.getLogger("kiroku.api")
 
 
 class ApiProblem(Exception):
@@ -65,6 +69,18 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AccessNotRecorded)
     async def _not_recorded(_: Request, exc: AccessNotRecorded) -> JSONResponse:
         return problem(503, "Unavailable", f"{exc}; nothing was shown")
+
+    async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
+        # The route's template, never the path itself (it may hold an id), and the error's class only.
+        route = getattr(request.scope.get("route"), "path", "?")
+        reason = type(exc).__name__
+        log.warning("%s %s: the database is unreachable (%s); answered 503", request.method, route, reason)
+        response = problem(503, "Unavailable", f"the database is unreachable ({reason}); try again")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, _unreachable)
 
     @app.exception_handler(ViewNotReady)
     async def _not_ready(_: Request, exc: ViewNotReady) -> JSONResponse:

@@ -14,7 +14,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 
 #: Errors that mean "the store is unreachable now; try again later" (a connection
 #: terminated, the server down or restarting, the pool out of connections, SQLite busy).
-UNREACHABLE: tuple[type[BaseException], ...] = (
+UNREACHABLE: tuple[type[Exception], ...] = (
     OperationalError,
     InterfaceError,
     psycopg.OperationalError,
