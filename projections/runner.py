@@ -267,11 +267,6 @@ class ViewRunner:
 
     # The lock ---------------------------------------------------------------
 
-    def advisory_lock_number(self) -> int:
-        """The PostgreSQL advisory lock of this view generation (in its schema)."""
-        assert isinstance(self.store, PostgresViewStore)
-        return advisory_lock_number(self.store, self.view.name, self.generation.generation)
-
     @contextlib.contextmanager
     def _lock(self) -> Iterator[_Lock | None]:
         """Holds the view generation's lock; yields None if stopped before it was ours."""
@@ -299,7 +294,7 @@ class ViewRunner:
     def _advisory_lock(self, store: PostgresViewStore) -> Iterator[_Lock | None]:
         # A connection of its own, not one of the pool's, held while the runner works:
         # a session's advisory lock lasts as long as the session, and no longer.
-        number = self.advisory_lock_number()
+        number = advisory_lock_number(store, self.view.name, self.generation.generation)
         kwargs = store.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
         with psycopg.connect(**kwargs, autocommit=True) as conn:

@@ -236,11 +236,10 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         self._ids_after_statement = SQL(
             "SELECT notification_id FROM {table} WHERE notification_id > %s ORDER BY notification_id"
         ).format(table=events_table)
-        tracking_table = Identifier(self.datastore.schema, self.tracking_table_name)
         self._max_tracking_ids_statement = SQL(
             "SELECT application_name, max(notification_id) AS position FROM {table} "
             "WHERE application_name = ANY(%s) GROUP BY application_name"
-        ).format(table=tracking_table)
+        ).format(table=Identifier(self.datastore.schema, self.tracking_table_name))
         self._events_of_statement = SQL(
             "SELECT originator_id, originator_version, topic, state FROM {table} "
             "WHERE originator_id = ANY(%b::uuid[]) ORDER BY originator_id, originator_version"

@@ -20,7 +20,7 @@ from consumers.translate import apply as translate
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.settings import Settings
-from projections.runner import ViewRunner, view_store_for
+from projections.runner import ViewRunner, advisory_lock_number, view_store_for
 from projections.service import Projections
 from projections.store import Generation, PostgresViewStore
 from projections.view import Notified, View
@@ -225,7 +225,7 @@ def test_a_runner_that_lost_its_lock_mid_page_applies_nothing_of_it(
             row = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_locks "
                 "WHERE locktype = 'advisory' AND granted AND objid = %s::bigint::oid",
-                (first.advisory_lock_number(),),
+                (advisory_lock_number(store, view.name, generation.generation),),
             ).fetchone()
         assert row is not None and row[0] == 1, "the first runner's lock was ended with its connection"
         threads[1].start()
