@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,10 +15,12 @@ from consumers.topics import create_topics
 from domain.application import Ledger
 from domain.certificate import CertificateIdentity
 from domain.commands import PersonalItemInput
+from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker, free_port
+from kiroku.settings import Settings
 from projections.service import Projections
 from tests.conftest import postgres_environ
-from tests.helpers import FakeClock, cause
+from tests.helpers import FakeClock, cause, publish_policy
 from tests.integration.api_support import TARO, Api
 from tests.integration.proxy import Proxy
 
@@ -68,3 +71,28 @@ def cli_store(
     monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
     monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     return pg_ledger
+
+
+@pytest.fixture
+def proxied_environ(
+    postgres_url: str, postgres_schema: str
+) -> Iterator[tuple[dict[str, str], dict[str, str], Proxy]]:
+    """The settings of a store in this schema (fresh keys): as they are, and with every connection
+    to PostgreSQL going through a proxy the test can cut; and the proxy."""
+    parts = urlsplit(postgres_url)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    user = parts.username or "postgres"
+    url = f"{parts.scheme}://{user}@127.0.0.1:{proxy.port}{parts.path}?schema={postgres_schema}"
+    direct = postgres_environ(postgres_url, postgres_schema)
+    yield direct, {**direct, "DATABASE_URL": url}, proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied(proxied_environ: tuple[dict[str, str], dict[str, str], Proxy]) -> Iterator[tuple[Ledger, Proxy]]:
+    """A ledger whose every connection to PostgreSQL goes through a proxy the test can cut."""
+    _, environ, proxy = proxied_environ
+    ledger = build_ledger(Settings.from_env(environ))
+    publish_policy(ledger)
+    yield ledger, proxy
+    ledger.close()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,26 +12,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import TokenRegistry
 from domain.application import Ledger
-from kiroku.bootstrap import build_ledger
-from kiroku.settings import Settings
 from projections.service import Projections
-from tests.conftest import postgres_environ
-from tests.helpers import FakeClock, publish_policy
+from tests.helpers import FakeClock
 from tests.integration.proxy import Proxy
-
-
-@pytest.fixture
-def proxied(postgres_url: str, postgres_schema: str, clock: FakeClock) -> Iterator[tuple[Ledger, Proxy]]:
-    parts = urlsplit(postgres_url)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    environ = postgres_environ(postgres_url, postgres_schema)
-    user = parts.username or "postgres"
-    url = f"{parts.scheme}://{user}@127.0.0.1:{proxy.port}{parts.path}?schema={postgres_schema}"
-    ledger = build_ledger(Settings.from_env({**environ, "DATABASE_URL": url}), clock=clock)
-    publish_policy(ledger)
-    yield ledger, proxy
-    ledger.close()
-    proxy.close()
 
 
 def test_a_read_while_the_database_is_away_is_a_503_that_says_so(

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
 import time
-from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -15,33 +11,8 @@ import pytest
 from consumers.contract import Contract
 from consumers.synthetic import Traffic
 from domain.application import Ledger
-from kiroku.bootstrap import build_ledger
-from kiroku.settings import Settings
-from tests.helpers import publish_policy
 from tests.integration.kafka_support import handled, publish, receipts, running, settings_for, wait_for
 from tests.integration.proxy import Proxy
-
-
-@pytest.fixture
-def proxied(postgres_url: str, postgres_schema: str) -> Iterator[tuple[Ledger, Proxy]]:
-    """A ledger whose every connection to PostgreSQL goes through a proxy the test can cut."""
-    parts = urlsplit(postgres_url)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    user = parts.username or "postgres"
-    url = f"{parts.scheme}://{user}@127.0.0.1:{proxy.port}{parts.path}?schema={postgres_schema}"
-    ledger = build_ledger(
-        Settings.from_env(
-            {
-                "DATABASE_URL": url,
-                "KIROKU_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-                "KIROKU_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
-            }
-        )
-    )
-    publish_policy(ledger)
-    yield ledger, proxy
-    ledger.close()
-    proxy.close()
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -26,37 +25,24 @@ from projections.store import Generation, PostgresViewStore
 from projections.view import Notified, View
 from projections.views.certificates import Certificates
 from projections.views.provisions import ProvisionLedger
-from tests.conftest import postgres_environ
 from tests.helpers import FakeClock, publish_policy
+from tests.integration.kafka_support import wait_for
 from tests.integration.proxy import Proxy
 from tests.integration.test_projections import build, play, rows_of
 
 
 @pytest.fixture
 def two_ways(
-    postgres_url: str, postgres_schema: str, clock: FakeClock
+    proxied_environ: tuple[dict[str, str], dict[str, str], Proxy], clock: FakeClock
 ) -> Iterator[tuple[Ledger, Ledger, Proxy]]:
     """One store, two ledgers with the same keys: one through a proxy the test can cut, one direct."""
-    environ = postgres_environ(postgres_url, postgres_schema)
-    parts = urlsplit(postgres_url)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    user = parts.username or "postgres"
-    proxied_url = f"{parts.scheme}://{user}@127.0.0.1:{proxy.port}{parts.path}?schema={postgres_schema}"
+    environ, through_proxy, proxy = proxied_environ
     direct = build_ledger(Settings.from_env(environ), clock=clock)
     publish_policy(direct)
-    proxied = build_ledger(Settings.from_env({**environ, "DATABASE_URL": proxied_url}), clock=clock)
+    proxied = build_ledger(Settings.from_env(through_proxy), clock=clock)
     yield proxied, direct, proxy
     proxied.close()
     direct.close()
-    proxy.close()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def settled(direct: Ledger, names: Sequence[str]) -> Callable[[], bool]:
@@ -98,7 +84,7 @@ def test_views_wait_through_terminated_connections_and_an_outage_then_equal_a_re
     running.start()
     try:
         caught_up = settled(direct, list(projections.views))
-        wait_for(caught_up, "the first catch-up")
+        wait_for(caught_up, 60, what="the first catch-up")
 
         # Every connection the views hold (the pool's, each view's lock and LISTEN) terminated.
         with psycopg.connect(postgres_url, autocommit=True) as admin:
@@ -110,7 +96,7 @@ def test_views_wait_through_terminated_connections_and_an_outage_then_equal_a_re
             ).fetchone()
         assert row is not None and row[0] >= len(projections.views), "each view's connections were terminated"
         play(direct, clock, seed=42, stories=2)
-        wait_for(caught_up, "the second catch-up")
+        wait_for(caught_up, 60, what="the second catch-up")
 
         # The server unreachable for a while: nothing applied meanwhile, then caught up.
         proxy.cut()
@@ -120,7 +106,7 @@ def test_views_wait_through_terminated_connections_and_an_outage_then_equal_a_re
         assert not caught_up(), "nothing is applied while the database is away"
         proxy.restore()
         assert (direct.recorder.max_notification_id() or 0) > before
-        wait_for(caught_up, "the last catch-up")
+        wait_for(caught_up, 60, what="the last catch-up")
         assert running.is_alive(), "the views are still being followed"
     finally:
         projections.stop()
@@ -213,7 +199,9 @@ def test_a_runner_that_lost_its_lock_mid_page_applies_nothing_of_it(
     threads[0].start()
     try:
         wait_for(
-            lambda: store.position(generation) == ledger.recorder.max_notification_id(), "the first runner"
+            lambda: store.position(generation) == ledger.recorder.max_notification_id(),
+            60,
+            what="the first runner",
         )
         applied_by_first = first.applied
         armed.set()
@@ -236,10 +224,10 @@ def test_a_runner_that_lost_its_lock_mid_page_applies_nothing_of_it(
         def refused() -> list[logging.LogRecord]:
             return [r for r in caplog.records if "another runner moved the view's position" in r.getMessage()]
 
-        wait_for(lambda: bool(refused()), "the first runner's page refused")
+        wait_for(lambda: bool(refused()), 60, what="the first runner's page refused")
         second_store.release.set()
         head = ledger.recorder.max_notification_id()
-        wait_for(lambda: store.position(generation) == head, "the second runner's catch-up")
+        wait_for(lambda: store.position(generation) == head, 60, what="the second runner's catch-up")
     finally:
         first_store.release.set()
         second_store.release.set()
