@@ -1,4 +1,4 @@
-"""``kiroku projections run | status | rebuild [VIEW…] | retry VIEW``."""
+"""``kiroku projections run | status | rebuild [VIEW…] | prune [VIEW…] | retry VIEW``."""
 
 from __future__ import annotations
 
@@ -75,14 +75,7 @@ def rebuild(args: argparse.Namespace) -> int:
             )
             sys.stderr.flush()
 
-    unknown = [name for name in args.views if name not in projections.views]
-    if unknown:
-        print(
-            f"kiroku projections rebuild: no view {', '.join(unknown)}; "
-            f"the views are {', '.join(projections.views)}",
-            file=sys.stderr,
-        )
-        projections.ledger.close()
+    if not _known(projections, "rebuild", args.views):
         return 2
     names = args.views or list(projections.views)
     label = ", ".join(names) if args.views else "every view"
@@ -104,6 +97,46 @@ def rebuild(args: argparse.Namespace) -> int:
         print(f"view {name}: generation {generation.generation} built and active")
     projections.ledger.close()
     return 0
+
+
+def _known(projections: Projections, command: str, names: list[str]) -> bool:
+    """Whether every view named is one; if not, says which are not (and closes the ledger)."""
+    unknown = [name for name in names if name not in projections.views]
+    if unknown:
+        print(
+            f"kiroku projections {command}: no view {', '.join(unknown)}; "
+            f"the views are {', '.join(projections.views)}",
+            file=sys.stderr,
+        )
+        projections.ledger.close()
+    return not unknown
+
+
+def prune(args: argparse.Namespace) -> int:
+    projections = _projections(args)
+    if not _known(projections, "prune", args.views):
+        return 2
+    try:
+        looked_at = projections.prune(args.views or None, retired_for=args.retired_for, dry_run=args.dry_run)
+    finally:
+        projections.ledger.close()
+    if args.json:
+        print(json.dumps([asdict(p) for p in looked_at], indent=2))
+        return 0
+    dropped = "would drop" if args.dry_run else "dropped"
+    for p in looked_at:
+        outcome = f"{dropped} ({p.reason})" if p.dropped else f"kept: {p.reason}"
+        print(f"view {p.name}: generation {p.generation} ({p.state}): {outcome}")
+    if not looked_at:
+        print("no retired or unfinished generation")
+    return 0
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
 
 
 def retry(args: argparse.Namespace) -> int:
@@ -142,6 +175,20 @@ def register(sub: Any) -> None:
         "--progress", action="store_true", help="show the progress bar even when not on a terminal"
     )
     b.set_defaults(func=rebuild)
+    d = commands.add_parser(
+        "prune", help="drop generations retired a while ago and those a failed rebuild left unfinished"
+    )
+    d.add_argument("views", nargs="*", help="only these views (default: every view)")
+    d.add_argument(
+        "--retired-for",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="drop a retired generation only this long after it was retired (default 300)",
+    )
+    d.add_argument("--dry-run", action="store_true", help="say what would be dropped; drop nothing")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=prune)
     t = commands.add_parser("retry", help="let a stopped view run again")
     t.add_argument("view")
     t.set_defaults(func=retry)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from kiroku.bootstrap import build_ledger
 from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
-from projections.runner import generations_locked
 from projections.service import Projections
 from projections.store import Generation
 
@@ -103,11 +102,10 @@ def rebuild_in_processes(
     switching readers to every view that was rebuilt.
     """
     groups = share_out(names, processes)
-    building = {name: projections.new_generation(name) for name in names}
     mine, *theirs = groups
     spawn = multiprocessing.get_context("spawn")
     with (
-        generations_locked(projections.store, building),
+        projections.rebuilding(names) as building,
         ProcessPoolExecutor(max_workers=max(1, len(theirs)), mp_context=spawn) as pool,
     ):
         futures = [

@@ -96,25 +96,43 @@ def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) 
     instead of applying pages beside it. The generations are new, so no runner
     should hold one yet; if one does, this says so (``RuntimeError``) rather than wait.
     """
-    with contextlib.ExitStack() as held:
+    with locks_of(store, generations.values()) as held:
+        for generation in generations.values():
+            if generation not in held:
+                raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
+        yield
+
+
+@contextlib.contextmanager
+def locks_of(store: ViewStore, generations: Iterable[Generation]) -> Iterator[list[Generation]]:
+    """Tries each generation's lock once, without waiting; yields those it holds, until the block ends."""
+    held: list[Generation] = []
+    with contextlib.ExitStack() as stack:
         if isinstance(store, PostgresViewStore):
             kwargs = store.datastore.pool.kwargs
             assert isinstance(kwargs, dict)
-            conn = held.enter_context(psycopg.connect(**kwargs, autocommit=True))
-            numbers = [advisory_lock_number(store, g.name, g.generation) for g in generations.values()]
-            for number, generation in zip(numbers, generations.values(), strict=True):
-                if not _try_advisory_lock(conn, number):
-                    raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
+            conn = stack.enter_context(psycopg.connect(**kwargs, autocommit=True))
+            held.extend(
+                g
+                for g in generations
+                if _try_advisory_lock(conn, advisory_lock_number(store, g.name, g.generation))
+            )
         else:
             assert isinstance(store, SQLiteViewStore)
-            for generation in generations.values():
+            for generation in generations:
                 fd = os.open(
                     lock_path(store, generation.name, generation.generation), os.O_RDWR | os.O_CREAT, 0o600
                 )
-                held.callback(os.close, fd)
-                if not _try_file_lock(fd):
-                    raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
-        yield  # the session's end (or the files' closing) lets the locks go
+                stack.callback(os.close, fd)
+                if _try_file_lock(fd):
+                    held.append(generation)
+        yield held  # the session's end (or the files' closing) lets the locks go
+
+
+def forget_lock(store: ViewStore, generation: Generation) -> None:
+    """After a generation is dropped: its lock file goes too (an advisory lock leaves nothing)."""
+    if isinstance(store, SQLiteViewStore):
+        lock_path(store, generation.name, generation.generation).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -27,7 +27,7 @@ from domain.application import Ledger
 from domain.personal import Sealed
 from kiroku.persistence.outage import UNREACHABLE, Backoff
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
-from projections.runner import ViewRunner, generations_locked, view_store_for
+from projections.runner import ViewRunner, forget_lock, generations_locked, locks_of, view_store_for
 from projections.sql import Rows, utc_text
 from projections.store import Generation, Read, SQLiteViewStore, ViewStopped, ViewStore
 from projections.view import Notified, View, notified_page
@@ -46,6 +46,17 @@ class ViewStatus:
     lag: int
     stopped_at_notification: int | None
     stopped_event_type: str | None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """A generation ``Projections.prune`` looked at: dropped (or would be, on a dry run), or kept, and why."""
+
+    name: str
+    generation: int
+    state: str
+    dropped: bool
+    reason: str
 
 
 class Projections:
@@ -172,15 +183,93 @@ class Projections:
         stays active) and the others go on; the first such stop is raised at
         the end.
         """
-        wanted = names or list(self.views)
-        building = {name: self.new_generation(name) for name in wanted}
-        with generations_locked(self.store, building):
+        with self.rebuilding(names or list(self.views)) as building:
             stops = self.build(building, progress)
             for name, generation in building.items():
                 self.store.activate(self.view(name), generation)
         if stops:
             raise stops[0]
         return building
+
+    @contextlib.contextmanager
+    def rebuilding(self, names: Sequence[str]) -> Iterator[dict[str, Generation]]:
+        """New generations of these views, their locks held while the block builds and activates them.
+
+        Those the block leaves unfinished (a view stopped, the build failed or
+        was interrupted) are dropped as it ends, before their locks go: a
+        rebuild leaves nothing half-built behind. Should the database be
+        unreachable then, they stay, and ``kiroku projections prune`` drops them.
+        """
+        made = {name: self.new_generation(name) for name in names}
+        with generations_locked(self.store, made):
+            try:
+                yield dict(made)
+            finally:
+                self._drop_unfinished(made)
+
+    def _drop_unfinished(self, made: dict[str, Generation]) -> None:
+        for name, generation in made.items():
+            try:
+                states = {g.generation: g.state for g in self.store.generations(name)}
+                if states.get(generation.generation) != "building":
+                    continue  # activated, or gone already
+                self.store.drop_generation(self.view(name), generation)
+            except Exception as exc:  # noqa: BLE001 - the build's own outcome is what the caller sees
+                log.warning(
+                    "view %s: could not drop generation %s, which this rebuild left unfinished (%s); "
+                    "`kiroku projections prune` drops it",
+                    name,
+                    generation.generation,
+                    type(exc).__name__,
+                )
+            else:
+                log.info("view %s: generation %s, left unfinished, is dropped", name, generation.generation)
+
+    def prune(
+        self, names: list[str] | None = None, *, retired_for: float = 300.0, dry_run: bool = False
+    ) -> list[Pruned]:
+        """Drops the generations no one will read or build again, and says what it did with each.
+
+        Dropped: a generation retired at least ``retired_for`` seconds ago
+        (readers go on using the generation they looked up for a second after
+        a switch; one retired before kiroku noted the time counts as long
+        retired), and a generation being built of a view that has an active
+        one, which a rebuild that failed or was killed left (a runner follows a
+        building generation only while its view has no active one, and a
+        rebuild holds its generations' locks until it activates them). Each is
+        dropped holding its lock; one whose lock is held is kept. Never
+        dropped: the active generation, and every generation of a view that
+        has no active one yet.
+        """
+        horizon = utc_text(datetime.now(UTC) - timedelta(seconds=retired_for))
+        assert horizon is not None
+        result: list[Pruned] = []
+        candidates: list[Generation] = []
+        for name in names or list(self.views):
+            generations = self.store.generations(name)
+            active = any(g.state == "active" for g in generations)
+            for generation in generations:
+                if generation.state == "active":
+                    continue
+                if generation.state == "building" and not active:
+                    result.append(_kept(generation, "its view has no active generation; runners build it"))
+                elif generation.state == "retired" and (generation.retired_at or "") > horizon:
+                    result.append(
+                        _kept(generation, f"retired at {generation.retired_at}, under {retired_for:g} s ago")
+                    )
+                else:
+                    candidates.append(generation)
+        with locks_of(self.store, candidates) as held:
+            for generation in candidates:
+                if generation not in held:
+                    result.append(_kept(generation, "its lock is held (a rebuild or a runner is on it)"))
+                    continue
+                if not dry_run:
+                    self.store.drop_generation(self.view(generation.name), generation)
+                    forget_lock(self.store, generation)
+                reason = "retired" if generation.state == "retired" else "left unfinished by a rebuild"
+                result.append(Pruned(generation.name, generation.generation, generation.state, True, reason))
+        return sorted(result, key=lambda p: (p.name, p.generation))
 
     def build(
         self, building: dict[str, Generation], progress: Callable[[int, int, float], None] | None = None
@@ -570,6 +659,10 @@ class Projections:
             entry["first_provided_at"] = min(entry["first_provided_at"], row["provided_at"])
             entry["last_provided_at"] = max(entry["last_provided_at"], row["provided_at"])
         return sorted(bulk.values(), key=lambda e: (e["recipient_id"], e["category"]))
+
+
+def _kept(generation: Generation, reason: str) -> Pruned:
+    return Pruned(generation.name, generation.generation, generation.state, False, reason)
 
 
 def _after(first: int) -> int | None:

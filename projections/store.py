@@ -49,9 +49,12 @@ GENERATIONS = Table(
         ("schema_version", "int"),
         ("state", "text"),
         ("created_at", "text"),
+        ("retired_at", "text"),
     ],
     ["name", "generation"],
 )
+#: Columns added to the store's own tables since they were first made (``ViewStore.prepare``).
+ADDED_COLUMNS = {GENERATIONS.name: ["retired_at"]}
 STATUS = Table(
     "kiroku_view_status",
     [
@@ -107,6 +110,8 @@ class Generation:
     generation: int
     schema_version: int
     state: str
+    #: When it was retired (UTC, ISO 8601); None if it is not, or was before kiroku kept the time.
+    retired_at: str | None = None
 
     @property
     def stream(self) -> str:
@@ -168,6 +173,10 @@ class ViewStore:
         bare = _bare_name(view, generation, table.name)
         return create_statements(table, self.qualified(bare), bare, self.dialect)
 
+    @abstractmethod
+    def _columns(self, cursor: Any, table: str) -> set[str]:
+        """The columns one of the store's own tables has now."""
+
     def prepare(self) -> None:
         with self.transaction() as cursor:
             for table in (GENERATIONS, STATUS):
@@ -175,6 +184,11 @@ class ViewStore:
                     table, self.qualified(table.name), table.name, self.dialect
                 ):
                     cursor.execute(statement)
+            for name, added in ADDED_COLUMNS.items():
+                kinds = dict(next(t for t in (GENERATIONS, STATUS) if t.name == name).columns)
+                for column in sorted(set(added) - self._columns(cursor, name)):
+                    kind = self.dialect.types[kinds[column]]
+                    cursor.execute(f"ALTER TABLE {self.qualified(name)} ADD COLUMN {column} {kind}")
 
     def add_missing_indexes(self, views: Iterable[View]) -> None:
         """Gives the active generations the indexes their view declares now.
@@ -201,7 +215,10 @@ class ViewStore:
             rows = Writer(cursor, self.dialect, self._meta_names()).select(
                 GENERATIONS.name, {"name": name}, order_by="generation"
             )
-        return [Generation(r["name"], r["generation"], r["schema_version"], r["state"]) for r in rows]
+        return [
+            Generation(r["name"], r["generation"], r["schema_version"], r["state"], r["retired_at"])
+            for r in rows
+        ]
 
     def active(self, name: str) -> Generation | None:
         return next((g for g in self.generations(name) if g.state == "active"), None)
@@ -263,13 +280,41 @@ class ViewStore:
         self.add_indexes(view, generation)
         with self.transaction() as cursor:
             meta = Writer(cursor, self.dialect, self._meta_names())
-            meta.update(GENERATIONS.name, {"name": generation.name, "state": "active"}, {"state": "retired"})
+            meta.update(
+                GENERATIONS.name,
+                {"name": generation.name, "state": "active"},
+                {"state": "retired", "retired_at": utc_text(datetime.now(UTC))},
+            )
             meta.update(
                 GENERATIONS.name,
                 {"name": generation.name, "generation": generation.generation},
                 {"state": "active"},
             )
         self.note_active(replace(generation, state="active"))
+
+    @property
+    @abstractmethod
+    def tracking_table(self) -> str:
+        """The tracking records' table, qualified."""
+
+    def drop_generation(self, view: View, generation: Generation) -> None:
+        """Drops a generation: its tables, its tracking record, a stop noted against it, its entry.
+
+        In one transaction. Only for a generation no runner or rebuild works
+        on and no reader uses (``Projections.prune`` holds its lock, and takes
+        only generations retired a while ago or left unfinished).
+        """
+        with self.transaction() as cursor:
+            for table in self.table_names(view, generation.generation).values():
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            cursor.execute(
+                f"DELETE FROM {self.tracking_table} WHERE application_name = {self.dialect.placeholder}",
+                (generation.stream,),
+            )
+            meta = Writer(cursor, self.dialect, self._meta_names())
+            which = {"name": generation.name, "generation": generation.generation}
+            meta.delete(STATUS.name, which)
+            meta.delete(GENERATIONS.name, which)
 
     def in_database(self, view: View) -> bool:
         """Whether this store applies the view's events with the view's own SQL statement."""
@@ -500,6 +545,17 @@ class PostgresViewStore(FollowingPostgresTracking, _TrackingRecorderBacked, View
     def qualified(self, table: str) -> str:
         return f'"{self.datastore.schema}"."{table}"'
 
+    @property
+    def tracking_table(self) -> str:
+        return self.qualified(self.tracking_table_name)
+
+    def _columns(self, cursor: Any, table: str) -> set[str]:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (self.datastore.schema, table),
+        )
+        return {row["column_name"] for row in cursor.fetchall()}
+
     @contextmanager
     def applying(self) -> Iterator[Any]:
         """A page's transaction, which does not wait for its commit to reach the disk.
@@ -561,3 +617,11 @@ class SQLiteViewStore(FollowingSQLiteTracking, _TrackingRecorderBacked, ViewStor
 
     def qualified(self, table: str) -> str:
         return table
+
+    @property
+    def tracking_table(self) -> str:
+        return "tracking"  # the library's SQLite recorder's, not configurable
+
+    def _columns(self, cursor: Any, table: str) -> set[str]:
+        cursor.execute(f"PRAGMA table_info({table})")
+        return {row["name"] for row in cursor.fetchall()}

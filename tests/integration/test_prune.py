@@ -1,0 +1,271 @@
+"""Generations no one reads or builds again: a failed rebuild drops its own, ``prune`` the rest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from domain.application import Ledger
+from kiroku.bootstrap import build_ledger
+from kiroku.cli import main
+from kiroku.settings import Settings
+from projections.runner import ViewRunner, locks_of
+from projections.service import Projections, Pruned
+from projections.sql import Writer
+from projections.store import GENERATIONS, Generation, PostgresViewStore, ViewStopped, ViewStore
+from projections.view import Notified
+from tests.conftest import postgres_environ
+from tests.helpers import FakeClock, publish_policy
+from tests.integration.test_projection_faults import rows
+from tests.integration.test_projections import play
+
+
+class Interrupted(Exception):
+    """Stands for whatever ends a rebuild half-way (the database gone, an operator's Ctrl-C)."""
+
+
+def tables(store: ViewStore, view: str) -> set[str]:
+    """The tables of a view's generations that exist now, unqualified."""
+    with store.reading() as cursor:
+        if isinstance(store, PostgresViewStore):
+            cursor.execute(
+                "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = %s",
+                (store.datastore.schema,),
+            )
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        names = {row["name"] for row in cursor.fetchall()}
+    return {name for name in names if name.startswith(f"kv_{view}_g")}
+
+
+def numbers(store: ViewStore, view: str) -> dict[int, str]:
+    return {g.generation: g.state for g in store.generations(view)}
+
+
+def generation_tables(projections: Projections, view: str, generation: int) -> set[str]:
+    return {f"kv_{view}_g{generation}_{t.name}" for t in projections.views[view].tables}
+
+
+def built(ledger: Ledger, clock: FakeClock) -> Projections:
+    publish_policy(ledger)
+    play(ledger, clock, seed=71, stories=3)
+    projections = Projections(ledger, page_size=25)
+    projections.catch_up()
+    return projections
+
+
+def test_a_rebuild_that_fails_drops_the_generations_it_left_unfinished(
+    ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kiroku.projections")
+    projections = built(ledger, clock)
+    before = {name: rows(projections, name, Generation(name, 1, 0, "active")) for name in projections.views}
+    pages: list[int] = []
+
+    def interrupt_after_two_pages(done: int, head: int, rate: float) -> None:
+        pages.append(done)
+        if len(pages) == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        projections.rebuild_views(None, interrupt_after_two_pages)
+    assert len(pages) == 2 and pages[-1] < (ledger.recorder.max_notification_id() or 0)
+    for name in projections.views:
+        assert numbers(projections.store, name) == {1: "active"}, name
+        assert tables(projections.store, name) == generation_tables(projections, name, 1), name
+        assert projections.store.position(Generation(name, 2, 0, "building")) is None, name
+        assert rows(projections, name, Generation(name, 1, 0, "active")) == before[name]
+    dropped = [r.getMessage() for r in caplog.records if "left unfinished, is dropped" in r.getMessage()]
+    assert len(dropped) == len(projections.views)
+    # The next rebuild starts clean (it takes the dropped generation's number again).
+    rebuilt = projections.rebuild_views()
+    for name, generation in rebuilt.items():
+        assert generation.generation == 2
+        assert rows(projections, name, generation) == before[name], name
+
+
+def test_a_view_that_stops_in_a_rebuild_leaves_no_generation_behind(ledger: Ledger, clock: FakeClock) -> None:
+    projections = built(ledger, clock)
+    name = "certificates"
+    view = projections.views[name]
+    original = view.apply
+    applied: list[int] = []
+
+    def refuse_the_fifth(notified: Notified, rows: Writer) -> None:
+        if len(applied) < 5:
+            applied.append(notified.notification_id)
+        if len(applied) == 5 and notified.notification_id == applied[4]:
+            raise ValueError("cannot apply")
+        original(notified, rows)
+
+    view.apply = refuse_the_fifth  # type: ignore[method-assign]
+    with pytest.raises(ViewStopped, match=r"view certificates \(generation 2\) stopped at ") as stopped:
+        projections.rebuild_views([name, "requests"])
+    assert f"stopped at notification {applied[4]} " in str(stopped.value)
+    assert numbers(projections.store, name) == {1: "active"}
+    assert tables(projections.store, name) == generation_tables(projections, name, 1)
+    assert numbers(projections.store, "requests") == {1: "retired", 2: "active"}, "the other view was rebuilt"
+
+
+def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledger, clock: FakeClock) -> None:
+    projections = built(ledger, clock)
+    store, name = projections.store, "certificates"
+    view = projections.views[name]
+    rebuilt = projections.rebuild(name)  # generation 2 active, 1 retired just now
+    # Generation 3: what a rebuild killed half-way leaves (building, a page applied, no lock held).
+    killed = projections.new_generation(name)
+    ViewRunner(ledger, store, view, killed, page_size=10).run_once()
+    assert store.position(killed) == 10
+    # Generation 4: a rebuild at work (building, its lock held).
+    at_work = projections.new_generation(name)
+    serving = rows(projections, name, rebuilt)
+
+    with locks_of(store, [at_work]) as held:
+        assert held == [at_work]
+        looked_at = projections.prune([name], retired_for=300, dry_run=True)
+        assert looked_at == [
+            Pruned(name, 1, "retired", False, looked_at[0].reason),
+            Pruned(name, 3, "building", True, "left unfinished by a rebuild"),
+            Pruned(name, 4, "building", False, "its lock is held (a rebuild or a runner is on it)"),
+        ]
+        assert looked_at[0].reason.startswith("retired at ") and "under 300 s ago" in looked_at[0].reason
+        assert numbers(store, name) == {1: "retired", 2: "active", 3: "building", 4: "building"}, "a dry run"
+        assert tables(store, name) == set().union(
+            *(generation_tables(projections, name, n) for n in (1, 2, 3, 4))
+        )
+
+        looked_at = projections.prune([name], retired_for=0)
+        assert [(p.generation, p.dropped) for p in looked_at] == [(1, True), (3, True), (4, False)]
+        assert numbers(store, name) == {2: "active", 4: "building"}
+        assert tables(store, name) == generation_tables(projections, name, 2) | generation_tables(
+            projections, name, 4
+        )
+        assert store.position(killed) is None, "the dropped generation's tracking record went with it"
+        assert (
+            store.position(at_work) is None
+            and store.position(rebuilt) == ledger.recorder.max_notification_id()
+        )
+
+    # The rebuild at work is gone (killed too): now its generation goes, and readers never noticed.
+    assert [(p.generation, p.dropped) for p in projections.prune([name], retired_for=0)] == [(4, True)]
+    assert numbers(store, name) == {2: "active"}
+    assert tables(store, name) == generation_tables(projections, name, 2)
+    assert rows(projections, name, rebuilt) == serving
+    assert projections.prune([name], retired_for=0) == []
+
+
+def test_a_generation_of_a_view_with_no_active_one_is_kept(ledger: Ledger, clock: FakeClock) -> None:
+    publish_policy(ledger)
+    play(ledger, clock, seed=72, stories=1)
+    projections = Projections(ledger, page_size=10)
+    name = "requests"
+    building = projections.new_generation(name)
+    ViewRunner(ledger, projections.store, projections.views[name], building, page_size=10).run_once()
+    looked_at = projections.prune([name], retired_for=0)
+    assert looked_at == [
+        Pruned(name, 1, "building", False, "its view has no active generation; runners build it")
+    ]
+    assert numbers(projections.store, name) == {1: "building"}
+    assert projections.store.position(building) == 10
+
+
+def test_a_store_made_before_retired_times_gains_the_column_and_its_retired_count_as_old(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    projections = built(ledger, clock)
+    name = "certificates"
+    projections.rebuild(name)
+    store = projections.store
+    with store.transaction() as cursor:
+        cursor.execute(f"ALTER TABLE {store.qualified(GENERATIONS.name)} DROP COLUMN retired_at")
+    again = Projections(ledger)  # opening the store again adds the column
+    assert [(g.generation, g.state, g.retired_at) for g in again.store.generations(name)] == [
+        (1, "retired", None),
+        (2, "active", None),
+    ]
+    assert [(p.generation, p.dropped) for p in again.prune([name], retired_for=300)] == [(1, True)]
+    again.rebuild(name)
+    retired = again.store.generations(name)[0]
+    assert (retired.generation, retired.state) == (2, "retired") and retired.retired_at is not None
+    assert [p.dropped for p in again.prune([name], retired_for=300)] == [False]
+
+
+def test_the_prune_command_says_what_it_drops_and_keeps(
+    cli_store: Ledger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    play(cli_store, clock, seed=73, stories=2)
+    projections = Projections(cli_store)
+    projections.catch_up()
+    projections.rebuild("certificates")
+    capsys.readouterr()
+
+    assert main(["projections", "prune", "certificates", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("view certificates: generation 1 (retired): kept: retired at ")
+    assert main(["projections", "prune", "--retired-for", "0", "--dry-run", "--json"]) == 0
+    would = json.loads(capsys.readouterr().out)
+    assert {(p["name"], p["generation"], p["dropped"]) for p in would} == {("certificates", 1, True)}
+    assert main(["projections", "prune", "--retired-for", "0"]) == 0
+    assert capsys.readouterr().out == "view certificates: generation 1 (retired): dropped (retired)\n"
+    assert [g.generation for g in projections.store.generations("certificates")] == [2]
+    assert main(["projections", "prune"]) == 0
+    assert capsys.readouterr().out == "no retired or unfinished generation\n"
+
+    assert main(["projections", "prune", "certificate"]) == 2
+    assert "no view certificate; the views are " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        main(["projections", "prune", "--retired-for", "-1"])
+    assert refused.value.code == 2
+    assert "'-1' is not a number of seconds (0 or more)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
+    postgres_url: str,
+    postgres_schema: str,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The process killed outright drops nothing; its generations show as building until pruned."""
+    environ = postgres_environ(postgres_url, postgres_schema)
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
+    ledger = build_ledger(Settings.from_env(environ), clock=clock)
+    publish_policy(ledger)
+    for seed in range(4):
+        play(ledger, clock, seed=80 + seed, stories=8, steps=30)
+    projections = Projections(ledger)
+    projections.catch_up()
+    head = ledger.recorder.max_notification_id() or 0
+    command = [sys.executable, "-m", "kiroku.cli", "projections", "--page-size", "5", "rebuild", "--progress"]
+    process = subprocess.Popen(command, env=dict(os.environ), stderr=subprocess.DEVNULL)  # noqa: S603
+    deadline = time.monotonic() + 120
+    while projections.store.position(Generation("certificates", 2, 0, "building")) is None:
+        assert process.poll() is None, "the rebuild ended before it was killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    process.kill()
+    process.wait(30)
+    left = {name: numbers(projections.store, name) for name in projections.views}
+    assert all(states == {1: "active", 2: "building"} for states in left.values()), left
+    assert (projections.store.position(Generation("certificates", 2, 0, "building")) or 0) < head
+
+    capsys.readouterr()
+    assert main(["projections", "prune"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert sorted(out) == sorted(
+        f"view {name}: generation 2 (building): dropped (left unfinished by a rebuild)"
+        for name in projections.views
+    )
+    for name in projections.views:
+        assert numbers(projections.store, name) == {1: "active"}
+        assert tables(projections.store, name) == generation_tables(projections, name, 1)
+    ledger.close()
