@@ -104,3 +104,15 @@ async def upstream_gaps(context: AppContext, _: Reader) -> dict[str, Any]:
     """
     gaps = await run_in_threadpool(context.ledger.accepted_gaps)
     return {"items": [gap.as_dict() for gap in gaps]}
+
+
+@router.get("/dead-letters", tags=["audit"])
+async def dead_letters(context: AppContext, _: Reader) -> dict[str, Any]:
+    """Every upstream message ingest sent to a dead-letter topic, once each, oldest first.
+
+    Where it was (stream, topic, partition, offset) and why (the error's
+    class, the clause of the policy that refused it, if one did); never the
+    message or the error's text. Read from the event store as ``/upstream-gaps`` is.
+    """
+    letters = await run_in_threadpool(context.ledger.dead_letters)
+    return {"items": [letter.as_dict() for letter in letters]}

@@ -18,7 +18,8 @@ A message that cannot be decoded, or that the ledger refuses, goes to
 ``<topic>.dlq`` with headers naming where it came from and why, and the dead
 letter is acknowledged by the broker before the batch (and so the position
 past it) is committed. A crash between the two can repeat a dead letter, never
-lose one. Kafka's own committed offsets are kept up to date as a convenience
+lose one; the event store notes each one once, in the batch's transaction
+(``domain.dead_letter``). Kafka's own committed offsets are kept up to date as a convenience
 for tools; kiroku never reads them.
 """
 
@@ -46,6 +47,7 @@ from consumers.lag import lies_ahead, lost_before, stream_name, topic_uuid
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
 from domain.cause import Cause
+from domain.dead_letter import UpstreamDeadLetter
 from domain.errors import DomainError
 from domain.tracking import FollowingTracking
 from kiroku.persistence.outage import UNREACHABLE, Backoff
@@ -106,8 +108,38 @@ class DeadLetter:
     record: Any
     error: BaseException
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    @property
+    def clause(self) -> str | None:
+        """The clause of the policy that refused the message, if a rule of it did."""
         clause = getattr(self.error, "clause", None)
+        return str(clause) if clause else None
+
+    def noted(self, stream: str, source_system: str) -> UpstreamDeadLetter:
+        """The event store's note of this dead letter, saved with the position past it."""
+        record = self.record
+        timestamp = record.timestamp
+        occurred = (
+            datetime.fromtimestamp(timestamp / 1000, UTC)
+            if isinstance(timestamp, int) and timestamp >= 0
+            else datetime.now(UTC)
+        )
+        return UpstreamDeadLetter.recorded(
+            stream=stream,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error_class=type(self.error).__name__,
+            clause=self.clause,
+            cause=Cause(
+                actor="kiroku-ingest",
+                source_system=source_system,
+                occurred_at=occurred,
+                kafka_position=str(Position(record.topic, record.partition, record.offset)),
+            ),
+        )
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        clause = self.clause
         headers = [
             ("kiroku.original.topic", self.record.topic.encode()),
             ("kiroku.original.partition", str(self.record.partition).encode()),
@@ -117,7 +149,7 @@ class DeadLetter:
             ("kiroku.error.message", str(self.error).encode()),
         ]
         if clause:
-            headers.append(("kiroku.error.clause", str(clause).encode()))
+            headers.append(("kiroku.error.clause", clause.encode()))
         return [*headers, *((k, v) for k, v in (self.record.headers or []) if not k.startswith("kiroku."))]
 
 
@@ -751,6 +783,8 @@ class Ingest:
             if dead:
                 self._confirm_position(tracking)
             dead.sort(key=lambda letter: letter.record.offset)
+            # Noted in the store once, with the position: the topic may get one twice (see above).
+            batch.add([letter.noted(stream, topic_system) for letter in dead], {})
             self._send_dead_letters(dead)
             batch.commit(tracking)
         return len(dead), recorded, duplicates

@@ -1,6 +1,7 @@
 """The commands of ingest and of the development broker.
 
-``kiroku consume [status|accept-loss|gaps]``, ``kiroku publish``, ``kiroku broker``, ``kiroku policy init``
+``kiroku consume [status|accept-loss|gaps|dead-letters]``, ``kiroku publish``, ``kiroku broker``,
+``kiroku policy init``
 """
 
 from __future__ import annotations
@@ -269,6 +270,34 @@ def consume_gaps(args: argparse.Namespace) -> int:
     return 0
 
 
+def consume_dead_letters(args: argparse.Namespace) -> int:
+    """Every upstream message ingest dead-lettered, once each: where it was and why (from the ledger)."""
+    settings = Settings.from_env(dict(os.environ))
+    ledger = build_ledger(settings)
+    try:
+        letters = ledger.dead_letters()
+    finally:
+        ledger.close()
+    if args.json:
+        print(json.dumps([d.as_dict() for d in letters]))
+        return 0
+    if not letters:
+        print("no upstream message dead-lettered")
+        return 0
+    for d in letters:
+        refused = f"  refused by {d.clause}" if d.clause else ""
+        print(
+            f"{d.recorded_at.isoformat(timespec='seconds')}  {d.stream}  offset {d.offset:,}  "
+            f"{d.error_class}{refused}  (to {d.topic}.dlq)"
+        )
+    streams = len({d.stream for d in letters})
+    print(
+        f"{len(letters):,} message{'s' * (len(letters) != 1)} dead-lettered "
+        f"from {streams:,} stream{'s' * (streams != 1)}"
+    )
+    return 0
+
+
 class _Progress:
     """A one-line progress bar on standard error, with the rate."""
 
@@ -372,7 +401,7 @@ def register(sub: Any) -> None:
     )
     c.add_argument("--create-topics", action="store_true", help="create the topics first if they are missing")
     c.set_defaults(func=consume)
-    c_sub = c.add_subparsers(dest="consume_command", metavar="status|accept-loss|gaps")
+    c_sub = c.add_subparsers(dest="consume_command", metavar="status|accept-loss|gaps|dead-letters")
     st = c_sub.add_parser(
         "status",
         help="each upstream partition: the offset recorded last, the broker's log, the messages behind",
@@ -422,6 +451,19 @@ def register(sub: Any) -> None:
     )
     gp.add_argument("--json", action="store_true", help="a JSON array instead of the listing")
     gp.set_defaults(func=consume_gaps)
+    dl = c_sub.add_parser(
+        "dead-letters",
+        help="every upstream message sent to a dead-letter topic, once each: where it was and why",
+        description=(
+            "Lists from the ledger every upstream message ingest sent to `<topic>.dlq`, once each even "
+            "where the topic holds it twice (a crash between its send and the batch's commit): the "
+            "stream, the offset, the error's class and the clause of the policy that refused it, if one "
+            "did. Never the message or the error's text, which the dead-letter topic keeps. Needs the "
+            "database only, not the broker."
+        ),
+    )
+    dl.add_argument("--json", action="store_true", help="a JSON array instead of the listing")
+    dl.set_defaults(func=consume_dead_letters)
     p = sub.add_parser("publish", help="publish synthetic upstream traffic (demos, benchmarks)")
     p.add_argument("count", type=int)
     p.add_argument("--seed", type=int, default=0)

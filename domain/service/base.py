@@ -50,6 +50,7 @@ from eventsourcing.utils import TopicError, get_topic, resolve_topic
 from domain.account import AcmeAccount
 from domain.cause import Cause
 from domain.commands import CommandResult, PersonalItemInput
+from domain.dead_letter import RecordedDeadLetter, UpstreamDeadLetter
 from domain.errors import DomainError, InvalidCommand, NotFound, UpstreamEventConflict
 from domain.gap import MAX_REASON, AcceptedGap, UpstreamGap, personal_form_in
 from domain.identity import SubjectKey, blind_index, keyed_hash, normalise_email, subject_id_for, uuid_order
@@ -555,28 +556,51 @@ class LedgerBase(Application[UUID]):
         Read from the event store (the events of one kind, ``page`` at a time),
         so it needs no view and answers on a store whose views are not built.
         """
-        topic = get_topic(UpstreamGap.Accepted)
-        found: list[AcceptedGap] = []
+        return [
+            AcceptedGap(
+                gap_id=event.originator_id,
+                stream=event.stream,
+                first_missing=event.first_missing,
+                last_missing=event.last_missing,
+                reason=event.reason,
+                actor=event.cause.actor,
+                source_system=event.cause.source_system,
+                accepted_at=event.timestamp,
+                notification_id=notification_id,
+            )
+            for notification_id, event in self._notified_of_kind(UpstreamGap.Accepted, page)
+        ]
+
+    def dead_letters(self, page: int = 1000) -> list[RecordedDeadLetter]:
+        """Every upstream message ingest dead-lettered, once each, in the order they were recorded.
+
+        Read from the event store as :meth:`accepted_gaps` is.
+        """
+        return [
+            RecordedDeadLetter(
+                stream=event.stream,
+                topic=event.topic,
+                partition=event.partition,
+                offset=event.offset,
+                error_class=event.error_class,
+                clause=event.clause,
+                occurred_at=event.cause.occurred_at,
+                recorded_at=event.timestamp,
+                notification_id=notification_id,
+            )
+            for notification_id, event in self._notified_of_kind(UpstreamDeadLetter.Recorded, page)
+        ]
+
+    def _notified_of_kind(self, kind: type[Any], page: int) -> Iterator[tuple[int, Any]]:
+        """Each stored event of one class in the whole store, with its notification id, ``page`` at a time."""
+        topic = get_topic(kind)
         start = 1
         while True:
             notifications = self.recorder.select_notifications(start=start, limit=page, topics=[topic])
             for notification in notifications:
-                event: Any = self.mapper.to_domain_event(notification)
-                found.append(
-                    AcceptedGap(
-                        gap_id=event.originator_id,
-                        stream=event.stream,
-                        first_missing=event.first_missing,
-                        last_missing=event.last_missing,
-                        reason=event.reason,
-                        actor=event.cause.actor,
-                        source_system=event.cause.source_system,
-                        accepted_at=event.timestamp,
-                        notification_id=notification.id,
-                    )
-                )
+                yield notification.id, self.mapper.to_domain_event(notification)
             if len(notifications) < page:
-                return found
+                return
             start = notifications[-1].id + 1
 
     # Snapshots --------------------------------------------------------------

@@ -51,7 +51,8 @@ def clause_of(notified: Notified) -> str | None:
         return f"§{event.category}"
     if kind.startswith("DisclosureRequest."):
         return "§7"
-    return None
+    # A dead letter: the rule of the policy that refused the message, if one did.
+    return event.clause if kind == "UpstreamDeadLetter.Recorded" else None
 
 
 def subjects_of(notified: Notified) -> set[UUID]:
@@ -145,6 +146,7 @@ WITH page AS MATERIALIZED (
                WHEN j.kind IN ('DataSubject.ProvisionNoted', 'CertificateRecord.ProvisionNoted') THEN
                    '§' || (j.s->>'category')
                WHEN j.kind LIKE 'DisclosureRequest.%%' THEN '§7'
+               WHEN j.kind = 'UpstreamDeadLetter.Recorded' THEN j.s->>'clause'
            END AS clause,
            CASE
                WHEN j.kind LIKE 'CertificateRecord.%%' THEN j.aggregate_id

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import Tracking
 
+from consumers.ingest import DeadLetter
 from consumers.lag import PartitionLag, accept_loss
+from domain.codes import Clause
+from domain.errors import PolicyViolation
 from tests.helpers import cause
 from tests.integration.api_support import PROBLEM, TARO, Api
 
@@ -141,6 +146,34 @@ def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
     assert api.access_records() == []  # no personal data: no access record
 
 
+def test_the_dead_letters_are_listed_for_any_reader(api: Api) -> None:
+    assert api.get("/dead-letters", role="viewer").json() == {"items": []}
+    refused = PolicyViolation("no such purpose", Clause.PURPOSES)
+    sent = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    milliseconds = int(sent.timestamp() * 1000)
+    record = SimpleNamespace(topic="acme.events", partition=2, offset=17, timestamp=milliseconds)
+    with api.ledger.batch() as batch:
+        batch.add([DeadLetter(record, refused).noted("acme.events:2", "acme")], {})
+        position = batch.commit()
+
+    response = api.get("/dead-letters", role="viewer")
+    assert response.status_code == 200
+    [item] = response.json()["items"]
+    assert item == {
+        "stream": "acme.events:2",
+        "topic": "acme.events",
+        "partition": 2,
+        "offset": 17,
+        "error_class": "PolicyViolation",
+        "clause": "§2",
+        "occurred_at": sent.isoformat(),
+        "recorded_at": item["recorded_at"],
+        "notification_id": position,
+    }
+    assert api.get("/dead-letters", role=None).status_code == 401
+    assert api.access_records() == []  # no personal data: no access record
+
+
 def test_the_openapi_document_lists_the_endpoints(api: Api) -> None:
     document = api.client.get("/openapi.json").json()
     assert {
@@ -151,4 +184,5 @@ def test_the_openapi_document_lists_the_endpoints(api: Api) -> None:
         "/certificates/{record_id}",
         "/audit",
         "/upstream-gaps",
+        "/dead-letters",
     } <= set(document["paths"])

@@ -16,6 +16,7 @@ ENDPOINTS = [
     ("GET", f"/certificates/{SOME}", None, None),
     ("GET", "/audit", None, None),
     ("GET", "/upstream-gaps", None, None),
+    ("GET", "/dead-letters", None, None),
     ("GET", "/provisions", None, None),
     ("GET", "/provisions.csv", None, None),
     ("GET", "/provisions/bulk", None, None),

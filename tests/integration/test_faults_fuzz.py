@@ -60,3 +60,6 @@ def test_random_and_mutated_messages_never_stop_the_consumer(kafka: str, pg_ledg
         feed()
     assert all(thread_alive)
     assert ingest.counters.dead_letters > 0 and ingest.counters.recorded > 0
+    # The event store notes each dead letter once, with its offset: as many as were counted.
+    noted = pg_ledger.dead_letters()
+    assert len(noted) == len({d.offset for d in noted}) == ingest.counters.dead_letters

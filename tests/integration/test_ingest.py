@@ -25,6 +25,7 @@ from consumers.topics import create_topics
 from domain.application import Ledger
 from domain.codes import ProvisionCategory
 from domain.identity import SubjectKey
+from projections.service import Projections
 from tests.integration.kafka_support import (
     handled,
     publish,
@@ -159,6 +160,38 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_the_rest_go_on(kafka: str,
     policy_letter = letters[4]
     assert policy_letter.headers["kiroku.error.clause"] == "§2".encode()
     assert pg_ledger.tracked_position("registrar.events:0") == len(bad) + 1
+    # The event store notes each one, with where it was and why (never the message or the error's text).
+    noted = pg_ledger.dead_letters()
+    assert [(d.stream, d.topic, d.partition, d.offset) for d in noted] == [
+        ("registrar.events:0", "registrar.events", 0, offset) for offset in offsets
+    ]
+    assert [(d.error_class, d.clause) for d in noted] == [
+        (error, "§2" if error == "PolicyViolation" else None) for error in bad.values()
+    ]
+    for d, letter in zip(noted, letters, strict=True):
+        assert d.occurred_at == datetime.fromtimestamp(
+            int(letter.headers["kiroku.original.timestamp"]) / 1000, UTC
+        )
+    projections = Projections(pg_ledger)
+    projections.catch_up(["audit_trail"])
+    trail = projections.audit_page(event_type="UpstreamDeadLetter.Recorded")
+    assert sorted(
+        (r["kafka_position"], r["clause"], r["actor"], r["source_system"]) for r in trail
+    ) == sorted(
+        (
+            f"registrar.events/0/{offset}",
+            "§2" if error == "PolicyViolation" else None,
+            "kiroku-ingest",
+            "registrar",
+        )
+        for offset, error in zip(offsets, bad.values(), strict=True)
+    )
+    stored = json.dumps(
+        [n.state.decode() for n in pg_ledger.recorder.select_notifications(start=1, limit=1000)]
+    )
+    assert "kiroku.error.message" not in stored
+    for letter in letters:
+        assert letter.headers["kiroku.error.message"].decode() not in stored
 
 
 def test_a_message_written_by_apache_avro_is_recorded(kafka: str, pg_ledger: Ledger) -> None:

@@ -9,18 +9,22 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, ClassVar
 from uuid import UUID
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from consumers.contract import Contract
+from consumers.contract import Contract, UndecodableMessage
+from consumers.ingest import DeadLetter
 from consumers.synthetic import Traffic
 from consumers.translate import Position
 from consumers.translate import apply as translate
 from domain.application import Ledger
+from domain.codes import Clause
 from domain.commands import PersonalItemInput
+from domain.errors import PolicyViolation
 from projections.runner import ViewRunner, view_store_for
 from projections.service import Projections
 from projections.sql import Writer
@@ -350,6 +354,19 @@ def varied_history(ledger: Ledger, clock: FakeClock) -> None:
     for offset, message in enumerate(messages):
         content = contract.decode(message.value)
         translate(ledger, content, Position(message.topic, 0, offset), message.topic.split(".", 1)[0])
+    # Two messages ingest could not record: one the policy refused (its clause), one undecodable.
+    with ledger.batch() as batch:
+        letters = [
+            DeadLetter(
+                SimpleNamespace(topic="acme.events", partition=0, offset=offset, timestamp=timestamp), error
+            )
+            for offset, timestamp, error in (
+                (400, 10**12, PolicyViolation("no such purpose", Clause.PURPOSES)),
+                (401, -1, UndecodableMessage("truncated")),
+            )
+        ]
+        batch.add([letter.noted("acme.events:0", "acme") for letter in letters], {})
+        batch.commit()
     play(ledger, clock, seed=22, stories=3)
     revise(ledger, "v2", clock.now, clock.now + timedelta(days=1), justification="narrowed")
     subject_ids = [UUID(s) for s in {r["subject_id"] for r in _subjects_in(ledger)}][:3]
