@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -28,6 +27,7 @@ import psycopg
 from eventsourcing.persistence import IntegrityError
 
 from domain.application import Ledger
+from kiroku.persistence.advisory import advisory_key
 from kiroku.persistence.ddl_lock import ddl_lock
 from kiroku.persistence.outage import UNREACHABLE, Backoff
 from kiroku.persistence.recorders import KirokuPostgresRecorder, KirokuSQLiteRecorder
@@ -66,7 +66,7 @@ def view_store_for(ledger: Ledger, views: Iterable[View] = ()) -> ViewStore:
 
 def advisory_lock_number(store: PostgresViewStore, view_name: str, generation: int) -> int:
     """The PostgreSQL advisory lock of a view generation (in the store's schema)."""
-    return zlib.crc32(f"{store.datastore.schema}:kiroku-view:{view_name}:{generation}".encode())
+    return advisory_key(store.datastore.schema, "kiroku-view", view_name, str(generation))
 
 
 def lock_path(store: SQLiteViewStore, view_name: str, generation: int) -> Path:

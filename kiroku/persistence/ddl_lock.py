@@ -9,16 +9,17 @@ this session-level advisory lock while they create tables.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
+from kiroku.persistence.advisory import advisory_key
+
 
 def _key(schema: str) -> int:
-    return zlib.crc32(f"kiroku-ddl:{schema}".encode())
+    return advisory_key("kiroku-ddl", schema)
 
 
 @contextmanager

@@ -211,9 +211,12 @@ def test_a_runner_that_lost_its_lock_mid_page_applies_nothing_of_it(
 
         with psycopg.connect(postgres_url, autocommit=True) as admin:
             row = admin.execute(
+                # A bigint key shows as its high 32 bits (classid) and its low 32 bits (objid).
                 "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted AND objid = %s::bigint::oid",
-                (advisory_lock_number(store, view.name, generation.generation),),
+                "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+                "AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid "
+                "AND objid = (%(key)s::bigint & 4294967295)::oid",
+                {"key": advisory_lock_number(store, view.name, generation.generation)},
             ).fetchone()
         assert row is not None and row[0] == 1, "the first runner's lock was ended with its connection"
         threads[1].start()
