@@ -39,6 +39,7 @@ from eventsourcing.persistence import (
     InterfaceError,
     JSONTranscoder,
     Mapper,
+    Notification,
     OperationalError,
     ProcessRecorder,
     StoredEvent,
@@ -330,6 +331,15 @@ class HasMaxTrackingIds(Protocol):
 
 
 @runtime_checkable
+class HasNotificationsOfTopic(Protocol):
+    """A recorder that reads the events of one topic across the store through an index of its own."""
+
+    def notifications_of_topic(self, topic: str, start: int, limit: int) -> Sequence[Notification]:
+        """The events of ``topic`` from notification id ``start`` on, at most ``limit``, in order."""
+        ...
+
+
+@runtime_checkable
 class HasLatestOf(Protocol):
     """A snapshot recorder that reads the latest snapshots of many aggregates in one query."""
 
@@ -594,9 +604,13 @@ class LedgerBase(Application[UUID]):
     def _notified_of_kind(self, kind: type[Any], page: int) -> Iterator[tuple[int, Any]]:
         """Each stored event of one class in the whole store, with its notification id, ``page`` at a time."""
         topic = get_topic(kind)
+        recorder = self.recorder
         start = 1
         while True:
-            notifications = self.recorder.select_notifications(start=start, limit=page, topics=[topic])
+            if isinstance(recorder, HasNotificationsOfTopic):
+                notifications = recorder.notifications_of_topic(topic, start, page)
+            else:
+                notifications = recorder.select_notifications(start=start, limit=page, topics=[topic])
             for notification in notifications:
                 yield notification.id, self.mapper.to_domain_event(notification)
             if len(notifications) < page:

@@ -46,6 +46,15 @@ ASYNC_APPLICATION_NAME = "kiroku-access-log"
 _FEW_EVENTS = 50
 
 
+#: Kinds of event a listing reads across the whole store (``Ledger.accepted_gaps``,
+#: ``Ledger.dead_letters``): rare by nature. On PostgreSQL a partial index holds their
+#: notification ids, so a listing reads them alone instead of walking every event.
+LISTED_TOPICS = (
+    "domain.gap:UpstreamGap.Accepted",
+    "domain.dead_letter:UpstreamDeadLetter.Recorded",
+)
+
+
 def event_type_of(topic: str) -> str:
     """``Aggregate.Event`` from a stored topic ``module:Aggregate.Event``."""
     return topic.rsplit(":", 1)[-1]
@@ -220,6 +229,15 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             ).format(table=table)
         )
         events_table = Identifier(self.datastore.schema, self.events_table_name)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE INDEX IF NOT EXISTS {index} ON {table} (notification_id) WHERE topic IN ({topics})"
+            ).format(
+                index=Identifier(f"{self.events_table_name}_listed_kinds"),
+                table=events_table,
+                topics=SQL(", ").join(Literal(topic) for topic in LISTED_TOPICS),
+            )
+        )
         self._copy_events_statement = SQL(
             "COPY {table} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(table=events_table)
@@ -305,6 +323,36 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._events_of_statement, (list(ids),), prepare=True)
             return _stored_events(curs.fetchall())
+
+    def notifications_of_topic(self, topic: str, start: int, limit: int) -> Sequence[Notification]:
+        """The events of one topic from notification id ``start`` on, at most ``limit``, in order.
+
+        A topic of ``LISTED_TOPICS`` is read through its partial index (the topic
+        is written into the statement, so the planner sees that the index holds
+        it); another is read as ``select_notifications`` reads it.
+        """
+        if topic not in LISTED_TOPICS:
+            found: Sequence[Notification] = self.select_notifications(start, limit, topics=[topic])
+            return found
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.of_topic_statement(topic), (start, limit))
+            return [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    def of_topic_statement(self, topic: str) -> Composed:
+        """:meth:`notifications_of_topic`'s statement (parameters: the first id, the limit)."""
+        return SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
+            "WHERE topic = {topic} AND notification_id >= %s ORDER BY notification_id LIMIT %s"
+        ).format(table=Identifier(self.datastore.schema, self.events_table_name), topic=Literal(topic))
 
     def _events_after(self, fresh: list[UUID], known: list[tuple[UUID, int]]) -> list[StoredEvent]:
         """All events of ``fresh``, and those after the given version of ``known``, in one statement."""
