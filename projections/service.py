@@ -226,7 +226,12 @@ class Projections:
                 log.info("view %s: generation %s, left unfinished, is dropped", name, generation.generation)
 
     def prune(
-        self, names: list[str] | None = None, *, retired_for: float = 300.0, dry_run: bool = False
+        self,
+        names: list[str] | None = None,
+        *,
+        retired_for: float = 300.0,
+        dry_run: bool = False,
+        made_for: float = 60.0,
     ) -> list[Pruned]:
         """Drops the generations no one will read or build again, and says what it did with each.
 
@@ -234,15 +239,20 @@ class Projections:
         (readers go on using the generation they looked up for a second after
         a switch; one retired before kiroku noted the time counts as long
         retired), and a generation being built of a view that has an active
-        one, which a rebuild that failed or was killed left (a runner follows a
-        building generation only while its view has no active one, and a
-        rebuild holds its generations' locks until it activates them). Each is
+        one: a rebuild that failed or was killed left it, or a runner's first
+        build that a rebuild overtook (a runner follows a building generation
+        only while its view has no active one, and a rebuild holds its
+        generations' locks until it activates them). Each is
         dropped holding its lock; one whose lock is held is kept. Never
-        dropped: the active generation, and every generation of a view that
-        has no active one yet.
+        dropped: the active generation, every generation of a view that has no
+        active one yet, and a generation being built that was made under
+        ``made_for`` seconds ago (a rebuild makes its generations, then takes
+        their locks).
         """
-        horizon = utc_text(datetime.now(UTC) - timedelta(seconds=retired_for))
-        assert horizon is not None
+        now = datetime.now(UTC)
+        horizon = utc_text(now - timedelta(seconds=retired_for))
+        made_before = utc_text(now - timedelta(seconds=made_for))
+        assert horizon is not None and made_before is not None
         result: list[Pruned] = []
         candidates: list[Generation] = []
         for name in names or list(self.views):
@@ -253,6 +263,9 @@ class Projections:
                     continue
                 if generation.state == "building" and not active:
                     result.append(_kept(generation, "its view has no active generation; runners build it"))
+                elif generation.state == "building" and (generation.created_at or "") > made_before:
+                    fresh = f"made under {made_for:g} s ago (a rebuild may be starting)"
+                    result.append(_kept(generation, fresh))
                 elif generation.state == "retired" and (generation.retired_at or "") > horizon:
                     result.append(
                         _kept(generation, f"retired at {generation.retired_at}, under {retired_for:g} s ago")
@@ -267,7 +280,7 @@ class Projections:
                 if not dry_run:
                     self.store.drop_generation(self.view(generation.name), generation)
                     forget_lock(self.store, generation)
-                reason = "retired" if generation.state == "retired" else "left unfinished by a rebuild"
+                reason = "retired" if generation.state == "retired" else "left unfinished"
                 result.append(Pruned(generation.name, generation.generation, generation.state, True, reason))
         return sorted(result, key=lambda p: (p.name, p.generation))
 

@@ -112,6 +112,8 @@ class Generation:
     state: str
     #: When it was retired (UTC, ISO 8601); None if it is not, or was before kiroku kept the time.
     retired_at: str | None = None
+    #: When it was made (UTC, ISO 8601); None where not read.
+    created_at: str | None = None
 
     @property
     def stream(self) -> str:
@@ -216,7 +218,9 @@ class ViewStore:
                 GENERATIONS.name, {"name": name}, order_by="generation"
             )
         return [
-            Generation(r["name"], r["generation"], r["schema_version"], r["state"], r["retired_at"])
+            Generation(
+                r["name"], r["generation"], r["schema_version"], r["state"], r["retired_at"], r["created_at"]
+            )
             for r in rows
         ]
 

@@ -126,12 +126,19 @@ def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledg
     at_work = projections.new_generation(name)
     serving = rows(projections, name, rebuilt)
 
+    # Just made: a rebuild makes its generations, then takes their locks.
+    fresh = projections.prune([name], retired_for=0, dry_run=True)
+    assert [(p.generation, p.dropped, p.reason) for p in fresh if p.state == "building"] == [
+        (3, False, "made under 60 s ago (a rebuild may be starting)"),
+        (4, False, "made under 60 s ago (a rebuild may be starting)"),
+    ]
+
     with locks_of(store, [at_work]) as held:
         assert held == [at_work]
-        looked_at = projections.prune([name], retired_for=300, dry_run=True)
+        looked_at = projections.prune([name], retired_for=300, dry_run=True, made_for=0)
         assert looked_at == [
             Pruned(name, 1, "retired", False, looked_at[0].reason),
-            Pruned(name, 3, "building", True, "left unfinished by a rebuild"),
+            Pruned(name, 3, "building", True, "left unfinished"),
             Pruned(name, 4, "building", False, "its lock is held (a rebuild or a runner is on it)"),
         ]
         assert looked_at[0].reason.startswith("retired at ") and "under 300 s ago" in looked_at[0].reason
@@ -140,7 +147,7 @@ def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledg
             *(generation_tables(projections, name, n) for n in (1, 2, 3, 4))
         )
 
-        looked_at = projections.prune([name], retired_for=0)
+        looked_at = projections.prune([name], retired_for=0, made_for=0)
         assert [(p.generation, p.dropped) for p in looked_at] == [(1, True), (3, True), (4, False)]
         assert numbers(store, name) == {2: "active", 4: "building"}
         assert tables(store, name) == generation_tables(projections, name, 2) | generation_tables(
@@ -153,7 +160,9 @@ def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledg
         )
 
     # The rebuild at work is gone (killed too): now its generation goes, and readers never noticed.
-    assert [(p.generation, p.dropped) for p in projections.prune([name], retired_for=0)] == [(4, True)]
+    assert [(p.generation, p.dropped) for p in projections.prune([name], retired_for=0, made_for=0)] == [
+        (4, True)
+    ]
     assert numbers(store, name) == {2: "active"}
     assert tables(store, name) == generation_tables(projections, name, 2)
     assert rows(projections, name, rebuilt) == serving
@@ -259,11 +268,10 @@ def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
     assert (projections.store.position(Generation("certificates", 2, 0, "building")) or 0) < head
 
     capsys.readouterr()
-    assert main(["projections", "prune"]) == 0
+    assert main(["projections", "prune", "--made-for", "0"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert sorted(out) == sorted(
-        f"view {name}: generation 2 (building): dropped (left unfinished by a rebuild)"
-        for name in projections.views
+        f"view {name}: generation 2 (building): dropped (left unfinished)" for name in projections.views
     )
     for name in projections.views:
         assert numbers(projections.store, name) == {1: "active"}
