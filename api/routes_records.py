@@ -106,13 +106,25 @@ async def upstream_gaps(context: AppContext, _: Reader) -> dict[str, Any]:
     return {"items": [gap.as_dict() for gap in gaps]}
 
 
-@router.get("/dead-letters", tags=["audit"])
-async def dead_letters(context: AppContext, _: Reader) -> dict[str, Any]:
-    """Every upstream message ingest sent to a dead-letter topic, once each, oldest first.
+class Page(BaseModel):
+    """A page of a listing: where to go on from (a ``next_cursor`` given before) and how many."""
 
-    Where it was (stream, topic, partition, offset) and why (the error's
+    model_config = ConfigDict(extra="ignore")
+
+    cursor: Annotated[str | None, Field(max_length=100)] = None
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100
+
+
+@router.get("/dead-letters", tags=["audit"])
+async def dead_letters(context: AppContext, _: Reader, page: Annotated[Page, Query()]) -> dict[str, Any]:
+    """The upstream messages ingest sent to a dead-letter topic, once each, oldest first, a page at a time.
+
+    Where each was (stream, topic, partition, offset) and why (the error's
     class, the clause of the policy that refused it, if one did); never the
-    message or the error's text. Read from the event store as ``/upstream-gaps`` is.
+    message or the error's text. Read from the event store through an index
+    of its own, in the thread pool. Ask again with ``next_cursor``.
     """
-    letters = await run_in_threadpool(context.ledger.dead_letters)
-    return {"items": [letter.as_dict() for letter in letters]}
+    after = parse_cursor(page.cursor)
+    letters = await run_in_threadpool(context.ledger.dead_letters, after=after, limit=page.limit)
+    more = next_cursor(letters[-1].notification_id) if len(letters) == page.limit else None
+    return {"items": [letter.as_dict() for letter in letters], "next_cursor": more}

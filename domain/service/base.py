@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import random
@@ -581,11 +582,16 @@ class LedgerBase(Application[UUID]):
             for notification_id, event in self._notified_of_kind(UpstreamGap.Accepted, page)
         ]
 
-    def dead_letters(self, page: int = 1000) -> list[RecordedDeadLetter]:
+    def dead_letters(
+        self, page: int = 1000, *, after: int = 0, limit: int | None = None
+    ) -> list[RecordedDeadLetter]:
         """Every upstream message ingest dead-lettered, once each, in the order they were recorded.
 
-        Read from the event store as :meth:`accepted_gaps` is.
+        Read from the event store as :meth:`accepted_gaps` is. ``after`` (a
+        notification id) and ``limit`` give one page of them.
         """
+        page = min(page, limit) if limit else page
+        found = self._notified_of_kind(UpstreamDeadLetter.Recorded, page, start=after + 1)
         return [
             RecordedDeadLetter(
                 stream=event.stream,
@@ -598,14 +604,13 @@ class LedgerBase(Application[UUID]):
                 recorded_at=event.timestamp,
                 notification_id=notification_id,
             )
-            for notification_id, event in self._notified_of_kind(UpstreamDeadLetter.Recorded, page)
+            for notification_id, event in itertools.islice(found, limit)
         ]
 
-    def _notified_of_kind(self, kind: type[Any], page: int) -> Iterator[tuple[int, Any]]:
-        """Each stored event of one class in the whole store, with its notification id, ``page`` at a time."""
+    def _notified_of_kind(self, kind: type[Any], page: int, start: int = 1) -> Iterator[tuple[int, Any]]:
+        """Each stored event of one class from notification id ``start`` on, with its id, a page at a time."""
         topic = get_topic(kind)
         recorder = self.recorder
-        start = 1
         while True:
             if isinstance(recorder, HasNotificationsOfTopic):
                 notifications = recorder.notifications_of_topic(topic, start, page)

@@ -146,20 +146,24 @@ def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
     assert api.access_records() == []  # no personal data: no access record
 
 
-def test_the_dead_letters_are_listed_for_any_reader(api: Api) -> None:
-    assert api.get("/dead-letters", role="viewer").json() == {"items": []}
+def test_the_dead_letters_are_listed_a_page_at_a_time_for_any_reader(api: Api) -> None:
+    assert api.get("/dead-letters", role="viewer").json() == {"items": [], "next_cursor": None}
     refused = PolicyViolation("no such purpose", Clause.PURPOSES)
     sent = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
     milliseconds = int(sent.timestamp() * 1000)
-    record = SimpleNamespace(topic="acme.events", partition=2, offset=17, timestamp=milliseconds)
     with api.ledger.batch() as batch:
-        batch.add([DeadLetter(record, refused).noted("acme.events:2", "acme")], {})
+        records = [
+            SimpleNamespace(topic="acme.events", partition=2, offset=offset, timestamp=milliseconds)
+            for offset in range(17, 22)
+        ]
+        batch.add([DeadLetter(record, refused).noted("acme.events:2", "acme") for record in records], {})
         position = batch.commit()
+    assert position is not None
 
-    response = api.get("/dead-letters", role="viewer")
+    response = api.get("/dead-letters", role="viewer", limit="2")
     assert response.status_code == 200
-    [item] = response.json()["items"]
-    assert item == {
+    first = response.json()
+    assert first["items"][0] == {
         "stream": "acme.events:2",
         "topic": "acme.events",
         "partition": 2,
@@ -167,9 +171,21 @@ def test_the_dead_letters_are_listed_for_any_reader(api: Api) -> None:
         "error_class": "PolicyViolation",
         "clause": "§2",
         "occurred_at": sent.isoformat(),
-        "recorded_at": item["recorded_at"],
-        "notification_id": position,
+        "recorded_at": first["items"][0]["recorded_at"],
+        "notification_id": position - 4,
     }
+    offsets = [item["offset"] for item in first["items"]]
+    cursor = first["next_cursor"]
+    for _ in range(5):  # bounded: a cursor that went nowhere would repeat pages forever
+        if cursor is None:
+            break
+        page = api.get("/dead-letters", role="viewer", limit="2", cursor=cursor).json()
+        offsets += [item["offset"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    assert offsets == [17, 18, 19, 20, 21]
+    assert [i["offset"] for i in api.get("/dead-letters", role="viewer").json()["items"]] == offsets
+    assert api.get("/dead-letters", role="viewer", limit="0").status_code == 422
+    assert api.get("/dead-letters", role="viewer", cursor="nonsense").status_code == 422
     assert api.get("/dead-letters", role=None).status_code == 401
     assert api.access_records() == []  # no personal data: no access record
 
