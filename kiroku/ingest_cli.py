@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -27,7 +28,9 @@ from consumers.ingest import Ingest, IngestSettings
 from consumers.lag import IngestLag, accept_loss, ingest_lag
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
+from domain.application import Ledger
 from domain.cause import Cause
+from domain.dead_letter import RecordedDeadLetter
 from domain.errors import DomainError
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
@@ -271,31 +274,49 @@ def consume_gaps(args: argparse.Namespace) -> int:
 
 
 def consume_dead_letters(args: argparse.Namespace) -> int:
-    """Every upstream message ingest dead-lettered, once each: where it was and why (from the ledger)."""
+    """Every upstream message ingest dead-lettered, once each: where it was and why (from the ledger).
+
+    Printed a page at a time, as it is read: there may be many.
+    """
     settings = Settings.from_env(dict(os.environ))
     ledger = build_ledger(settings)
+    count, streams = 0, set[str]()
     try:
-        letters = ledger.dead_letters()
+        if args.json:
+            sys.stdout.write("[")
+        for d in _dead_letter_pages(ledger):
+            if args.json:
+                sys.stdout.write(("," if count else "") + json.dumps(d.as_dict()))
+            else:
+                refused = f"  refused by {d.clause}" if d.clause else ""
+                print(
+                    f"{d.recorded_at.isoformat(timespec='seconds')}  {d.stream}  offset {d.offset:,}  "
+                    f"{d.error_class}{refused}  (to {d.topic}.dlq)"
+                )
+            count += 1
+            streams.add(d.stream)
     finally:
         ledger.close()
     if args.json:
-        print(json.dumps([d.as_dict() for d in letters]))
-        return 0
-    if not letters:
+        print("]")
+    elif not count:
         print("no upstream message dead-lettered")
-        return 0
-    for d in letters:
-        refused = f"  refused by {d.clause}" if d.clause else ""
+    else:
         print(
-            f"{d.recorded_at.isoformat(timespec='seconds')}  {d.stream}  offset {d.offset:,}  "
-            f"{d.error_class}{refused}  (to {d.topic}.dlq)"
+            f"{count:,} message{'s' * (count != 1)} dead-lettered "
+            f"from {len(streams):,} stream{'s' * (len(streams) != 1)}"
         )
-    streams = len({d.stream for d in letters})
-    print(
-        f"{len(letters):,} message{'s' * (len(letters) != 1)} dead-lettered "
-        f"from {streams:,} stream{'s' * (streams != 1)}"
-    )
     return 0
+
+
+def _dead_letter_pages(ledger: Ledger, page: int = 1000) -> Iterator[RecordedDeadLetter]:
+    after = 0
+    while True:
+        letters = ledger.dead_letters(after=after, limit=page)
+        yield from letters
+        if len(letters) < page:
+            return
+        after = letters[-1].notification_id
 
 
 class _Progress:
