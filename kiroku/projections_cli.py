@@ -117,9 +117,7 @@ def prune(args: argparse.Namespace) -> int:
     if not _known(projections, "prune", args.views):
         return 2
     try:
-        looked_at = projections.prune(
-            args.views or None, retired_for=args.retired_for, dry_run=args.dry_run, made_for=args.made_for
-        )
+        looked_at = projections.prune(args.views or None, retired_for=args.retired_for, dry_run=args.dry_run)
     finally:
         projections.ledger.close()
     if args.json:
@@ -187,13 +185,6 @@ def register(sub: Any) -> None:
         default=300.0,
         metavar="SECONDS",
         help="drop a retired generation only this long after it was retired (default 300)",
-    )
-    d.add_argument(
-        "--made-for",
-        type=_seconds,
-        default=60.0,
-        metavar="SECONDS",
-        help="drop an unfinished generation only this long after it was made (default 60)",
     )
     d.add_argument("--dry-run", action="store_true", help="say what would be dropped; drop nothing")
     d.add_argument("--json", action="store_true")

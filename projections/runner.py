@@ -89,17 +89,21 @@ def _try_file_lock(fd: int) -> bool:
 
 @contextlib.contextmanager
 def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) -> Iterator[None]:
-    """Holds the locks of these new generations while a rebuild builds them.
+    """Holds the locks of these generations, about to be made, while a rebuild builds them.
 
     A runner whose view has no active generation follows the one being built,
     which may be a rebuild's: it waits for the lock until the rebuild is over,
-    instead of applying pages beside it. The generations are new, so no runner
-    should hold one yet; if one does, this says so (``RuntimeError``) rather than wait.
+    instead of applying pages beside it. The generations are not made yet, so
+    no runner can hold one; another rebuild that planned the same number can,
+    and then this says so (``RuntimeError``) rather than wait.
     """
     with locks_of(store, generations.values()) as held:
         for generation in generations.values():
             if generation not in held:
-                raise RuntimeError(f"view {generation.name} generation {generation.generation} is locked")
+                raise RuntimeError(
+                    f"view {generation.name} generation {generation.generation} is locked: "
+                    "another rebuild of the view is starting"
+                )
         yield
 
 

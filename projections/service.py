@@ -195,14 +195,24 @@ class Projections:
     def rebuilding(self, names: Sequence[str]) -> Iterator[dict[str, Generation]]:
         """New generations of these views, their locks held while the block builds and activates them.
 
-        Those the block leaves unfinished (a view stopped, the build failed or
-        was interrupted) are dropped as it ends, before their locks go: a
-        rebuild leaves nothing half-built behind. Should the database be
-        unreachable then, they stay, and ``kiroku projections prune`` drops them.
+        Each generation's lock is taken before the generation is made, so no
+        runner can find it unlocked (a runner of a view with no active
+        generation follows the newest one being built). Those the block leaves
+        unfinished (a view stopped, the build failed or was interrupted) are
+        dropped as it ends, before their locks go: a rebuild leaves nothing
+        half-built behind. Should the database be unreachable then, they stay,
+        and ``kiroku projections prune`` drops them.
         """
-        made = {name: self.new_generation(name) for name in names}
-        with generations_locked(self.store, made):
+        store = self.store
+        planned = {
+            name: Generation(name, store.next_generation_number(name), self.view(name).schema, "building")
+            for name in names
+        }
+        with generations_locked(self.store, planned):
+            made: dict[str, Generation] = {}
             try:
+                for name, generation in planned.items():
+                    made[name] = self.new_generation(name, number=generation.generation)
                 yield dict(made)
             finally:
                 self._drop_unfinished(made)
@@ -231,7 +241,6 @@ class Projections:
         *,
         retired_for: float = 300.0,
         dry_run: bool = False,
-        made_for: float = 60.0,
     ) -> list[Pruned]:
         """Drops the generations no one will read or build again, and says what it did with each.
 
@@ -242,17 +251,13 @@ class Projections:
         one: a rebuild that failed or was killed left it, or a runner's first
         build that a rebuild overtook (a runner follows a building generation
         only while its view has no active one, and a rebuild holds its
-        generations' locks until it activates them). Each is
-        dropped holding its lock; one whose lock is held is kept. Never
-        dropped: the active generation, every generation of a view that has no
-        active one yet, and a generation being built that was made under
-        ``made_for`` seconds ago (a rebuild makes its generations, then takes
-        their locks).
+        generations' locks until it activates them, taking each before it
+        makes the generation). Each is dropped holding its lock; one whose lock
+        is held is kept. Never dropped: the active generation, and every
+        generation of a view that has no active one yet.
         """
-        now = datetime.now(UTC)
-        horizon = utc_text(now - timedelta(seconds=retired_for))
-        made_before = utc_text(now - timedelta(seconds=made_for))
-        assert horizon is not None and made_before is not None
+        horizon = utc_text(datetime.now(UTC) - timedelta(seconds=retired_for))
+        assert horizon is not None
         result: list[Pruned] = []
         candidates: list[Generation] = []
         for name in names or list(self.views):
@@ -263,9 +268,6 @@ class Projections:
                     continue
                 if generation.state == "building" and not active:
                     result.append(_kept(generation, "its view has no active generation; runners build it"))
-                elif generation.state == "building" and (generation.created_at or "") > made_before:
-                    fresh = f"made under {made_for:g} s ago (a rebuild may be starting)"
-                    result.append(_kept(generation, fresh))
                 elif generation.state == "retired" and (generation.retired_at or "") > horizon:
                     result.append(
                         _kept(generation, f"retired at {generation.retired_at}, under {retired_for:g} s ago")
@@ -318,10 +320,10 @@ class Projections:
             building.pop(stop.view, None)
         return stops
 
-    def new_generation(self, name: str) -> Generation:
+    def new_generation(self, name: str, number: int | None = None) -> Generation:
         """A generation to rebuild the view in; indexes the view does not read come at the end."""
         view = self.view(name)
-        return self.store.new_generation(view, only=view.indexes_applying_reads)
+        return self.store.new_generation(view, only=view.indexes_applying_reads, number=number)
 
     def _build_in_database(self, name: str, generation: Generation) -> None:
         """A view applied in the database: every event so far, a page of ids at a time, then its indexes.

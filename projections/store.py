@@ -112,8 +112,6 @@ class Generation:
     state: str
     #: When it was retired (UTC, ISO 8601); None if it is not, or was before kiroku kept the time.
     retired_at: str | None = None
-    #: When it was made (UTC, ISO 8601); None where not read.
-    created_at: str | None = None
 
     @property
     def stream(self) -> str:
@@ -218,23 +216,29 @@ class ViewStore:
                 GENERATIONS.name, {"name": name}, order_by="generation"
             )
         return [
-            Generation(
-                r["name"], r["generation"], r["schema_version"], r["state"], r["retired_at"], r["created_at"]
-            )
+            Generation(r["name"], r["generation"], r["schema_version"], r["state"], r["retired_at"])
             for r in rows
         ]
 
     def active(self, name: str) -> Generation | None:
         return next((g for g in self.generations(name) if g.state == "active"), None)
 
-    def new_generation(self, view: View, *, only: Collection[tuple[str, ...]] | None = None) -> Generation:
+    def next_generation_number(self, name: str) -> int:
+        """The number a new generation of the view gets: one past the highest there is."""
+        return max((g.generation for g in self.generations(name)), default=0) + 1
+
+    def new_generation(
+        self, view: View, *, only: Collection[tuple[str, ...]] | None = None, number: int | None = None
+    ) -> Generation:
         """A new, empty generation of the view, being built (readers do not see it).
 
         ``only`` (table, columns...) limits the indexes made now to those, besides
         the primary keys; :meth:`add_indexes` makes the others once it is built.
+        ``number``: the one to make (a rebuild locks it first); by default the next.
+        Two makers of one number: the second is refused (the generations' key).
         """
-        existing = self.generations(view.name)
-        number = max((g.generation for g in existing), default=0) + 1
+        if number is None:
+            number = self.next_generation_number(view.name)
         with self.transaction() as cursor:
             for table in view.tables:
                 create, *indexes = self._table_statements(view, number, table)

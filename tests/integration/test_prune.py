@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from projections.runner import ViewRunner, locks_of
 from projections.service import Projections, Pruned
 from projections.sql import Writer
 from projections.store import GENERATIONS, Generation, PostgresViewStore, ViewStopped, ViewStore
-from projections.view import Notified
+from projections.view import Notified, View
 from tests.conftest import postgres_environ
 from tests.helpers import FakeClock, publish_policy
 from tests.integration.test_projection_faults import rows
@@ -113,6 +114,25 @@ def test_a_view_that_stops_in_a_rebuild_leaves_no_generation_behind(ledger: Ledg
     assert numbers(projections.store, "requests") == {1: "retired", 2: "active"}, "the other view was rebuilt"
 
 
+def test_a_rebuild_locks_each_generation_before_it_makes_it(ledger: Ledger, clock: FakeClock) -> None:
+    """No moment in which a runner (or prune) could find a rebuild's new generation unlocked."""
+    projections = built(ledger, clock)
+    store = projections.store
+    made_unlocked: list[Generation] = []
+    original = store.new_generation
+
+    def checked(view: View, *, only: Any = None, number: int | None = None) -> Generation:
+        assert number is not None, "a rebuild names the generation it has locked"
+        with locks_of(store, [Generation(view.name, number, view.schema, "building")]) as got:
+            made_unlocked.extend(got)  # taken here: nobody held it
+        return original(view, only=only, number=number)
+
+    store.new_generation = checked  # type: ignore[method-assign]
+    rebuilt = projections.rebuild_views(["certificates", "requests"])
+    assert {name: g.generation for name, g in rebuilt.items()} == {"certificates": 2, "requests": 2}
+    assert made_unlocked == []
+
+
 def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledger, clock: FakeClock) -> None:
     projections = built(ledger, clock)
     store, name = projections.store, "certificates"
@@ -126,16 +146,9 @@ def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledg
     at_work = projections.new_generation(name)
     serving = rows(projections, name, rebuilt)
 
-    # Just made: a rebuild makes its generations, then takes their locks.
-    fresh = projections.prune([name], retired_for=0, dry_run=True)
-    assert [(p.generation, p.dropped, p.reason) for p in fresh if p.state == "building"] == [
-        (3, False, "made under 60 s ago (a rebuild may be starting)"),
-        (4, False, "made under 60 s ago (a rebuild may be starting)"),
-    ]
-
     with locks_of(store, [at_work]) as held:
         assert held == [at_work]
-        looked_at = projections.prune([name], retired_for=300, dry_run=True, made_for=0)
+        looked_at = projections.prune([name], retired_for=300, dry_run=True)
         assert looked_at == [
             Pruned(name, 1, "retired", False, looked_at[0].reason),
             Pruned(name, 3, "building", True, "left unfinished"),
@@ -147,7 +160,7 @@ def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledg
             *(generation_tables(projections, name, n) for n in (1, 2, 3, 4))
         )
 
-        looked_at = projections.prune([name], retired_for=0, made_for=0)
+        looked_at = projections.prune([name], retired_for=0)
         assert [(p.generation, p.dropped) for p in looked_at] == [(1, True), (3, True), (4, False)]
         assert numbers(store, name) == {2: "active", 4: "building"}
         assert tables(store, name) == generation_tables(projections, name, 2) | generation_tables(
@@ -160,9 +173,7 @@ def test_prune_drops_what_no_one_reads_or_builds_and_keeps_the_rest(ledger: Ledg
         )
 
     # The rebuild at work is gone (killed too): now its generation goes, and readers never noticed.
-    assert [(p.generation, p.dropped) for p in projections.prune([name], retired_for=0, made_for=0)] == [
-        (4, True)
-    ]
+    assert [(p.generation, p.dropped) for p in projections.prune([name], retired_for=0)] == [(4, True)]
     assert numbers(store, name) == {2: "active"}
     assert tables(store, name) == generation_tables(projections, name, 2)
     assert rows(projections, name, rebuilt) == serving
@@ -268,7 +279,7 @@ def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
     assert (projections.store.position(Generation("certificates", 2, 0, "building")) or 0) < head
 
     capsys.readouterr()
-    assert main(["projections", "prune", "--made-for", "0"]) == 0
+    assert main(["projections", "prune"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert sorted(out) == sorted(
         f"view {name}: generation 2 (building): dropped (left unfinished)" for name in projections.views
