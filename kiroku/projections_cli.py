@@ -16,6 +16,7 @@ from kiroku.bootstrap import build_ledger
 from kiroku.rebuild import RebuildStopped, rebuild_in_processes
 from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
+from projections.runner import RebuildUnderWay
 from projections.service import Projections
 from projections.store import ViewStopped
 
@@ -85,6 +86,12 @@ def rebuild(args: argparse.Namespace) -> int:
             generations = rebuild_in_processes(settings, projections, names, args.processes, progress)
         else:
             generations = projections.rebuild_views(names, progress)
+    except RebuildUnderWay as busy:
+        if show:
+            sys.stderr.write("\n")
+        print(f"kiroku projections rebuild: {busy}", file=sys.stderr)
+        projections.ledger.close()
+        return 1
     except (ViewStopped, RebuildStopped) as stopped:
         if show:
             sys.stderr.write("\n")

@@ -87,6 +87,10 @@ def _try_file_lock(fd: int) -> bool:
     return True
 
 
+class RebuildUnderWay(Exception):
+    """Raised when a generation a rebuild is about to make is locked: another rebuild is making it."""
+
+
 @contextlib.contextmanager
 def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) -> Iterator[None]:
     """Holds the locks of these generations, about to be made, while a rebuild builds them.
@@ -95,14 +99,14 @@ def generations_locked(store: ViewStore, generations: Mapping[str, Generation]) 
     which may be a rebuild's: it waits for the lock until the rebuild is over,
     instead of applying pages beside it. The generations are not made yet, so
     no runner can hold one; another rebuild that planned the same number can,
-    and then this says so (``RuntimeError``) rather than wait.
+    and then this says so (``RebuildUnderWay``) rather than wait.
     """
     with locks_of(store, generations.values()) as held:
         for generation in generations.values():
             if generation not in held:
-                raise RuntimeError(
+                raise RebuildUnderWay(
                     f"view {generation.name} generation {generation.generation} is locked: "
-                    "another rebuild of the view is starting"
+                    "another rebuild of the view is starting; nothing was rebuilt"
                 )
         yield
 

@@ -288,3 +288,24 @@ def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
         assert numbers(projections.store, name) == {1: "active"}
         assert tables(projections.store, name) == generation_tables(projections, name, 1)
     ledger.close()
+
+
+def test_a_rebuild_that_finds_another_starting_says_so_and_makes_nothing(
+    cli_store: Ledger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    play(cli_store, clock, seed=74, stories=1)
+    projections = Projections(cli_store)
+    projections.catch_up()
+    store = projections.store
+    planned = Generation("certificates", store.next_generation_number("certificates"), 0, "building")
+    capsys.readouterr()
+    with locks_of(store, [planned]) as held:  # as another rebuild holds it, about to make it
+        assert held == [planned]
+        assert main(["projections", "rebuild", "certificates"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "kiroku projections rebuild: view certificates generation 2 is locked: another rebuild of the view "
+        "is starting; nothing was rebuilt\n"
+    )
+    assert numbers(store, "certificates") == {1: "active"}
+    assert tables(store, "certificates") == generation_tables(projections, "certificates", 1)
