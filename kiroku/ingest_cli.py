@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -28,9 +27,7 @@ from consumers.ingest import Ingest, IngestSettings
 from consumers.lag import IngestLag, accept_loss, ingest_lag
 from consumers.synthetic import Traffic
 from consumers.topics import UPSTREAM_TOPICS, create_topics
-from domain.application import Ledger
 from domain.cause import Cause
-from domain.dead_letter import RecordedDeadLetter
 from domain.errors import DomainError
 from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
@@ -284,7 +281,7 @@ def consume_dead_letters(args: argparse.Namespace) -> int:
     try:
         if args.json:
             sys.stdout.write("[")
-        for d in _dead_letter_pages(ledger):
+        for d in ledger.dead_letters_from():
             if args.json:
                 sys.stdout.write(("," if count else "") + json.dumps(d.as_dict()))
             else:
@@ -307,16 +304,6 @@ def consume_dead_letters(args: argparse.Namespace) -> int:
             f"from {len(streams):,} stream{'s' * (len(streams) != 1)}"
         )
     return 0
-
-
-def _dead_letter_pages(ledger: Ledger, page: int = 1000) -> Iterator[RecordedDeadLetter]:
-    after = 0
-    while True:
-        letters = ledger.dead_letters(after=after, limit=page)
-        yield from letters
-        if len(letters) < page:
-            return
-        after = letters[-1].notification_id
 
 
 class _Progress:

@@ -591,9 +591,13 @@ class LedgerBase(Application[UUID]):
         notification id) and ``limit`` give one page of them.
         """
         page = min(page, limit) if limit else page
+        return list(itertools.islice(self.dead_letters_from(after, page), limit))
+
+    def dead_letters_from(self, after: int = 0, page: int = 1000) -> Iterator[RecordedDeadLetter]:
+        """:meth:`dead_letters` after notification id ``after``, read ``page`` at a time as they are taken."""
         found = self._notified_of_kind(UpstreamDeadLetter.Recorded, page, start=after + 1)
-        return [
-            RecordedDeadLetter(
+        for notification_id, event in found:
+            yield RecordedDeadLetter(
                 stream=event.stream,
                 topic=event.topic,
                 partition=event.partition,
@@ -604,8 +608,6 @@ class LedgerBase(Application[UUID]):
                 recorded_at=event.timestamp,
                 notification_id=notification_id,
             )
-            for notification_id, event in itertools.islice(found, limit)
-        ]
 
     def _notified_of_kind(self, kind: type[Any], page: int, start: int = 1) -> Iterator[tuple[int, Any]]:
         """Each stored event of one class from notification id ``start`` on, with its id, a page at a time."""

@@ -12,7 +12,6 @@ from consumers.ingest import DeadLetter
 from domain.application import Ledger
 from domain.dead_letter import UpstreamDeadLetter
 from domain.gap import UpstreamGap
-from kiroku.ingest_cli import _dead_letter_pages
 from kiroku.persistence.recorders import LISTED_TOPICS, KirokuPostgresRecorder
 from tests.helpers import FakeClock
 from tests.integration.test_projections import play
@@ -65,7 +64,7 @@ def test_dead_letters_among_many_events_are_read_through_the_index(
         ]
     assert [d.offset for d in pg_ledger.dead_letters(page=2)] == [0, 1, 2, 3, 4]
     assert [d.offset for d in pg_ledger.dead_letters(after=everything[1].id, limit=2)] == [2, 3]
-    assert [d.offset for d in _dead_letter_pages(pg_ledger, page=2)] == [0, 1, 2, 3, 4]  # the CLI's
+    assert [d.offset for d in pg_ledger.dead_letters_from(page=2)] == [0, 1, 2, 3, 4]  # the CLI's
 
     # Through the partial index: the planner is told the table is large, as it is in production.
     table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
