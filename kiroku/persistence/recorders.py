@@ -141,6 +141,14 @@ def _expect_ids(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> Non
         raise ProgrammingError(f"expected {len(stored_events)} notification ids, the table gave {len(ids)}")
 
 
+def _notifications(rows: Sequence[tuple[Any, ...]]) -> list[Notification]:
+    """Rows of (notification_id, originator_id, originator_version, topic, state) as notifications."""
+    return [
+        Notification(id=i, originator_id=o, originator_version=v, topic=t, state=bytes(s))
+        for i, o, v, t, s in rows
+    ]
+
+
 SQLITE_FIRST_TRACKING = (
     "INSERT INTO tracking VALUES (?, ?) ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
 )
@@ -334,18 +342,9 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         if topic not in LISTED_TOPICS:
             found: Sequence[Notification] = self.select_notifications(start, limit, topics=[topic])
             return found
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self.of_topic_statement(topic), (start, limit))
-            return [
-                Notification(
-                    id=row["notification_id"],
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+            return _notifications(curs.fetchall())
 
     def of_topic_statement(self, topic: str) -> Composed:
         """:meth:`notifications_of_topic`'s statement (parameters: the first id, the limit)."""
@@ -432,10 +431,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
                 curs.execute(self._between_statement, (first, last), prepare=True)
             else:
                 curs.execute(self._between_of_kinds_statement, (first, last, list(event_types)), prepare=True)
-            return [
-                Notification(id=i, originator_id=o, originator_version=v, topic=t, state=bytes(s))
-                for i, o, v, t, s in curs.fetchall()
-            ]
+            return _notifications(curs.fetchall())
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
