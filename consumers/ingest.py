@@ -19,8 +19,8 @@ A message that cannot be decoded, or that the ledger refuses, goes to
 letter is acknowledged by the broker before the batch (and so the position
 past it) is committed. A crash between the two can repeat a dead letter, never
 lose one; the event store notes each one once, in the batch's transaction
-(``domain.dead_letter``). Kafka's own committed offsets are kept up to date as a convenience
-for tools; kiroku never reads them.
+(``domain.dead_letter``). Kafka's own committed offsets are kept up to date as
+a convenience for tools; kiroku never reads them.
 """
 
 from __future__ import annotations
@@ -782,10 +782,10 @@ class Ingest:
             tracking = FollowingTracking(stream, records[-1].offset, after)
             if dead:
                 self._confirm_position(tracking)
-            dead.sort(key=lambda letter: letter.record.offset)
-            # Noted in the store once, with the position: the topic may get one twice (see above).
-            batch.add([letter.noted(stream, topic_system) for letter in dead], {})
-            self._send_dead_letters(dead)
+                dead.sort(key=lambda letter: letter.record.offset)
+                # Noted in the store once, with the position: the topic may get one twice (see above).
+                batch.add([letter.noted(stream, topic_system) for letter in dead], {})
+                self._send_dead_letters(dead)
             batch.commit(tracking)
         return len(dead), recorded, duplicates
 
@@ -801,8 +801,6 @@ class Ingest:
             raise IntegrityError(tracking.refusal())
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
-        if not dead:
-            return
         producer = self._producer
         assert producer is not None
         futures = [
