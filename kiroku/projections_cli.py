@@ -86,16 +86,11 @@ def rebuild(args: argparse.Namespace) -> int:
             generations = rebuild_in_processes(settings, projections, names, args.processes, progress)
         else:
             generations = projections.rebuild_views(names, progress)
-    except RebuildUnderWay as busy:
+    except (RebuildUnderWay, ViewStopped, RebuildStopped) as failed:
         if show:
             sys.stderr.write("\n")
-        print(f"kiroku projections rebuild: {busy}", file=sys.stderr)
-        projections.ledger.close()
-        return 1
-    except (ViewStopped, RebuildStopped) as stopped:
-        if show:
-            sys.stderr.write("\n")
-        print(f"kiroku projections rebuild: {stopped}; the other views were rebuilt", file=sys.stderr)
+        others = "" if isinstance(failed, RebuildUnderWay) else "; the other views were rebuilt"
+        print(f"kiroku projections rebuild: {failed}{others}", file=sys.stderr)
         projections.ledger.close()
         return 1
     if show:
