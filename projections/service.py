@@ -208,7 +208,7 @@ class Projections:
             name: Generation(name, store.next_generation_number(name), self.view(name).schema, "building")
             for name in names
         }
-        with generations_locked(self.store, planned):
+        with generations_locked(store, planned):
             made: dict[str, Generation] = {}
             try:
                 for name, generation in planned.items():

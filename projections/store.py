@@ -54,7 +54,7 @@ GENERATIONS = Table(
     ["name", "generation"],
 )
 #: Columns added to the store's own tables since they were first made (``ViewStore.prepare``).
-ADDED_COLUMNS = {GENERATIONS.name: ["retired_at"]}
+ADDED_COLUMNS = [(GENERATIONS, ("retired_at",))]
 STATUS = Table(
     "kiroku_view_status",
     [
@@ -184,11 +184,11 @@ class ViewStore:
                     table, self.qualified(table.name), table.name, self.dialect
                 ):
                     cursor.execute(statement)
-            for name, added in ADDED_COLUMNS.items():
-                kinds = dict(next(t for t in (GENERATIONS, STATUS) if t.name == name).columns)
-                for column in sorted(set(added) - self._columns(cursor, name)):
+            for table, added in ADDED_COLUMNS:
+                kinds = dict(table.columns)
+                for column in sorted(set(added) - self._columns(cursor, table.name)):
                     kind = self.dialect.types[kinds[column]]
-                    cursor.execute(f"ALTER TABLE {self.qualified(name)} ADD COLUMN {column} {kind}")
+                    cursor.execute(f"ALTER TABLE {self.qualified(table.name)} ADD COLUMN {column} {kind}")
 
     def add_missing_indexes(self, views: Iterable[View]) -> None:
         """Gives the active generations the indexes their view declares now.
