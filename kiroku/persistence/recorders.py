@@ -38,6 +38,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from domain.tracking import FollowingTracking
+from kiroku.persistence.live import live_connection, live_transaction
 
 KEYS_TABLE = "kiroku_subject_keys"
 #: How the asyncio connections (the API's access records) name themselves to PostgreSQL.
@@ -319,7 +320,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         if topics is not None:
             if after is not None:
                 raise ValueError("events of some topics are read whole, not after a version")
-            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            with live_connection(self.datastore) as conn, conn.cursor() as curs:
                 curs.execute(self._events_of_topics_statement, (list(ids), list(topics)), prepare=True)
                 return _stored_events(curs.fetchall())
         if after is not None:
@@ -328,7 +329,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             if known:
                 return self._events_after(fresh, known)
         # One statement, no transaction around it: one round trip (not BEGIN, SELECT, ROLLBACK).
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with live_connection(self.datastore) as conn, conn.cursor() as curs:
             curs.execute(self._events_of_statement, (list(ids),), prepare=True)
             return _stored_events(curs.fetchall())
 
@@ -342,7 +343,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         if topic not in LISTED_TOPICS:
             found: Sequence[Notification] = self.select_notifications(start, limit, topics=[topic])
             return found
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+        with live_connection(self.datastore) as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self.of_topic_statement(topic), (start, limit))
             return _notifications(curs.fetchall())
 
@@ -355,7 +356,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
 
     def _events_after(self, fresh: list[UUID], known: list[tuple[UUID, int]]) -> list[StoredEvent]:
         """All events of ``fresh``, and those after the given version of ``known``, in one statement."""
-        with self.datastore.transaction(commit=False) as curs:
+        with live_transaction(self.datastore, commit=False) as curs:
             # The per-aggregate scans are estimated high on a table not yet analysed, and
             # compiling the statement (JIT) then took longer than running it.
             curs.execute("SET LOCAL jit = off")
@@ -368,7 +369,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
 
     def max_tracking_ids(self, application_names: Sequence[str]) -> dict[str, int]:
         """``max_tracking_id`` of each of these names that has a tracking record, in one statement."""
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with live_connection(self.datastore) as conn, conn.cursor() as curs:
             curs.execute(self._max_tracking_ids_statement, (list(application_names),), prepare=True)
             return {row["application_name"]: row["position"] for row in curs.fetchall()}
 
@@ -390,17 +391,17 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             # One aggregate (a command's or the API's read): a lighter statement, since
             # the general one took about 0.4 ms more to plan and run.
             statement = self._with_snapshots(snapshots_table, _SNAPSHOT_AND_EVENTS_OF_ONE)
-            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            with live_connection(self.datastore) as conn, conn.cursor() as curs:
                 curs.execute(statement, {"id": fresh[0]}, prepare=True)
                 return _split_snapshots(curs.fetchall())
         statement = self._with_snapshots(snapshots_table, _SNAPSHOTS_AND_EVENTS_OF)
         # Named, so that the ids, used twice, are sent once.
         params = {"fresh": fresh, "known": [i for i, _ in known], "versions": [v for _, v in known]}
         if len(ids) <= _FEW_READS:
-            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            with live_connection(self.datastore) as conn, conn.cursor() as curs:
                 curs.execute(statement, params, prepare=True)
                 return _split_snapshots(curs.fetchall())
-        with self.datastore.transaction(commit=False) as curs:
+        with live_transaction(self.datastore, commit=False) as curs:
             # As in _events_after: estimates of the per-aggregate scans made PostgreSQL
             # compile the statement (JIT), which took longer than running it.
             curs.execute("SET LOCAL jit = off")
@@ -426,7 +427,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         The database leaves out the other kinds, so they are neither sent nor
         turned into objects here.
         """
-        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+        with live_connection(self.datastore) as conn, conn.cursor(row_factory=tuple_row) as curs:
             if event_types is None:
                 curs.execute(self._between_statement, (first, last), prepare=True)
             else:
@@ -448,7 +449,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         ids: list[int] = []
         if 0 < len(stored_events) <= _FEW_EVENTS and not kwargs.get("tracking") and not kwargs.get("shred"):
             return self._insert_few_in_one_round_trip(stored_events)
-        with self.datastore.transaction(commit=True) as curs:
+        with live_transaction(self.datastore, commit=True) as curs:
             self._insert_events(curs, stored_events, **kwargs)
             if not stored_events:
                 return ids
@@ -481,7 +482,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         """
         statement = self._one_round_trip(stored_events)
         ids: list[int] = []
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+        with live_connection(self.datastore) as conn, conn.cursor() as curs:
             try:
                 curs.execute(statement)
             except psycopg.Error:

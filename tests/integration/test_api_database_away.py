@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import pytest
@@ -44,12 +43,6 @@ def test_a_read_while_the_database_is_away_is_a_503_that_says_so(
     assert said and all("GET /audit" in s for s in said)
 
     proxy.restore()
-    # The pool finds its cut connections broken as it uses them: a 503 each, until it makes new ones.
-    answers = []
-    for _ in range(20):
-        answers.append(client.get("/audit", params={"limit": "10"}, headers=headers).status_code)
-        if answers[-1] == 200:
-            break
-        time.sleep(0.1)
-    assert answers[-1] == 200, answers
-    assert set(answers[:-1]) <= {503}, answers
+    # The pool's connections were cut while away: none fails a request now the database is back.
+    answers = [client.get("/audit", params={"limit": "10"}, headers=headers).status_code for _ in range(5)]
+    assert answers == [200] * 5

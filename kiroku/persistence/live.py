@@ -1,0 +1,70 @@
+"""Connections of the pool the server has not cut while they sat there.
+
+When PostgreSQL restarts, or a backend is terminated (``pg_terminate_backend``,
+a proxy or a firewall closing the socket), every idle connection in a pool is
+dead, and the pool does not know until a statement fails on one. Each one then
+failed a request (the API answered 503) or a batch (ingest waited and tried
+again), one after the other, after the database was back.
+
+:func:`live_connection` looks before it hands a connection out: an idle
+connection has nothing to read, so one ``select`` call (about a microsecond)
+passes a healthy one. One with something to read (the server's goodbye, or a
+notice) is asked with a round trip; if the server has cut it, the pool's other
+idle connections are tested too (``ConnectionPool.check``: one round trip
+each; the cut ones are replaced) and a fresh connection is taken. While the
+database is away, that fresh connection is not to be had, and the pool's
+timeout ends the wait as it did before.
+
+A connection cut while a statement runs on it still fails that statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from eventsourcing.postgres import PostgresDatastore
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger("kiroku.persistence")
+
+
+def was_cut(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server closed this idle connection; a cut one is left broken, for the pool to discard."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    if not readable:
+        return False
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return True
+    return False
+
+
+@contextmanager
+def live_connection(datastore: PostgresDatastore) -> Iterator[psycopg.Connection[Any]]:
+    """``datastore.get_connection()``, never with a connection the server cut while it was idle."""
+    for last in (False, True):
+        with datastore.get_connection() as conn:
+            if last or not was_cut(conn):
+                yield conn
+                return
+        # Cut: the server restarted or terminated backends, so the other idle ones most likely are too.
+        log.warning("a database connection was closed by the server while idle; testing the pool's others")
+        datastore.pool.check()
+
+
+@contextmanager
+def live_transaction(datastore: PostgresDatastore, *, commit: bool) -> Iterator[psycopg.Cursor[Any]]:
+    """``datastore.transaction(commit=...)`` on a :func:`live_connection`."""
+    with live_connection(datastore) as conn, conn.transaction(force_rollback=not commit):
+        yield conn.cursor()
