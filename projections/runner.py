@@ -271,7 +271,7 @@ class ViewRunner:
         return True
 
     def _still_current(self) -> bool:
-        """Reads the generation's state anew; False if it is retired or a newer one is active.
+        """Reads the generation's state anew; False if it is retired or dropped, or a newer one is active.
 
         Readers never go back to an older generation: a runner building one
         that a rebuild has overtaken stops following it rather than activate it.
@@ -281,11 +281,12 @@ class ViewRunner:
         ours = next((g for g in generations if g.generation == number), None)
         newer = [g.generation for g in generations if g.state == "active" and g.generation > number]
         if ours is None or ours.state == "retired" or newer:
+            if newer:
+                why = f"behind the active generation {newer[0]}"
+            else:
+                why = "dropped (kiroku projections prune)" if ours is None else "retired"
             log.info(
-                "view %s generation %s is %s; this runner stops following it",
-                self.view.name,
-                number,
-                f"behind the active generation {newer[0]}" if newer else "retired",
+                "view %s generation %s is %s; this runner stops following it", self.view.name, number, why
             )
             return False
         self.generation = ours

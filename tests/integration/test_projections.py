@@ -578,3 +578,30 @@ def test_a_runner_never_activates_a_generation_older_than_the_active_one(
     said = [r.getMessage() for r in caplog.records]
     behind = f"generation {older.generation} is behind the active generation {newer.generation}"
     assert f"view certificates {behind}; this runner stops following it" in said
+
+
+def test_a_runner_on_a_generation_since_dropped_stops_and_says_it_was_dropped(
+    ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="kiroku.projections")
+    publish_policy(ledger)
+    play(ledger, clock, seed=64, stories=1)
+    store = view_store_for(ledger)
+    view = Certificates()
+    active = build(ledger, store, view, page_size=1000).generation
+    store.activate(view, active)
+    gone = store.new_generation(view)
+    store.drop_generation(view, gone)
+    runner = ViewRunner(ledger, store, view, gone, poll_interval=0.05)
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    thread.join(10)
+    stopped_by_itself = not thread.is_alive()
+    runner.stop()
+    thread.join(10)
+    assert stopped_by_itself, "the runner stops by itself"
+    assert runner.applied == 0
+    assert [g.generation for g in store.generations(view.name)] == [active.generation]
+    said = [r.getMessage() for r in caplog.records]
+    expected = f"generation {gone.generation} is dropped (kiroku projections prune)"
+    assert f"view certificates {expected}; this runner stops following it" in said
