@@ -220,10 +220,8 @@ class Projections:
     def _drop_unfinished(self, made: dict[str, Generation]) -> None:
         for name, generation in made.items():
             try:
-                states = {g.generation: g.state for g in self.store.generations(name)}
-                if states.get(generation.generation) != "building":
+                if not self.store.drop_generation(self.view(name), generation):
                     continue  # activated, or gone already
-                self.store.drop_generation(self.view(name), generation)
             except Exception as exc:  # noqa: BLE001 - the build's own outcome is what the caller sees
                 log.warning(
                     "view %s: could not drop generation %s, which this rebuild left unfinished (%s); "
@@ -280,7 +278,9 @@ class Projections:
                     result.append(_kept(generation, "its lock is held (a rebuild or a runner is on it)"))
                     continue
                 if not dry_run:
-                    self.store.drop_generation(self.view(generation.name), generation)
+                    if not self.store.drop_generation(self.view(generation.name), generation):
+                        result.append(_kept(generation, "it changed since it was looked at"))
+                        continue
                     forget_lock(self.store, generation)
                 reason = "retired" if generation.state == "retired" else "left unfinished"
                 result.append(Pruned(generation.name, generation.generation, generation.state, True, reason))

@@ -306,24 +306,40 @@ class ViewStore:
     def tracking_table(self) -> str:
         """The tracking records' table, qualified."""
 
-    def drop_generation(self, view: View, generation: Generation) -> None:
+    def drop_generation(self, view: View, generation: Generation) -> bool:
         """Drops a generation: its tables, its tracking record, a stop noted against it, its entry.
 
-        In one transaction. Only for a generation no runner or rebuild works
-        on and no reader uses (``Projections.prune`` holds its lock, and takes
-        only generations retired a while ago or left unfinished).
+        In one transaction, and only if its entry is still as ``generation``
+        says (its state, and when it was retired); otherwise nothing is
+        dropped and it returns False. A prune that looked at the generations
+        before another prune dropped this one, and a rebuild made a new one
+        under its number, must not drop the new one. Only for a generation no
+        runner or rebuild works on and no reader uses (``Projections.prune``
+        holds its lock, and takes only generations retired a while ago or
+        left unfinished).
         """
+        p = self.dialect.placeholder
+        retired = "retired_at IS NULL" if generation.retired_at is None else f"retired_at = {p}"
         with self.transaction() as cursor:
+            # First, so that an activation or a switch of this entry waits for this transaction.
+            cursor.execute(
+                f"DELETE FROM {self._meta_names()[GENERATIONS.name]} "
+                f"WHERE name = {p} AND generation = {p} AND state = {p} AND {retired} RETURNING generation",
+                (generation.name, generation.generation, generation.state)
+                + (() if generation.retired_at is None else (generation.retired_at,)),
+            )
+            if not cursor.fetchall():
+                return False
             for table in self.table_names(view, generation.generation).values():
                 cursor.execute(f"DROP TABLE IF EXISTS {table}")
             cursor.execute(
-                f"DELETE FROM {self.tracking_table} WHERE application_name = {self.dialect.placeholder}",
+                f"DELETE FROM {self.tracking_table} WHERE application_name = {p}",
                 (generation.stream,),
             )
-            meta = Writer(cursor, self.dialect, self._meta_names())
-            which = {"name": generation.name, "generation": generation.generation}
-            meta.delete(STATUS.name, which)
-            meta.delete(GENERATIONS.name, which)
+            Writer(cursor, self.dialect, self._meta_names()).delete(
+                STATUS.name, {"name": generation.name, "generation": generation.generation}
+            )
+        return True
 
     def in_database(self, view: View) -> bool:
         """Whether this store applies the view's events with the view's own SQL statement."""

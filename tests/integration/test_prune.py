@@ -309,3 +309,43 @@ def test_a_rebuild_that_finds_another_starting_says_so_and_makes_nothing(
     )
     assert numbers(store, "certificates") == {1: "active"}
     assert tables(store, "certificates") == generation_tables(projections, "certificates", 1)
+
+
+def test_a_generation_made_again_under_a_dropped_ones_number_is_not_dropped_for_it(
+    ledger: Ledger, clock: FakeClock
+) -> None:
+    """Two prunes look at a view at once; the first drops a rebuild's leftover, a rebuild makes a new
+    generation under its number and activates it; the second, going by what it looked at, must not
+    drop the new one."""
+    projections = built(ledger, clock)
+    store, name = projections.store, "certificates"
+    view = projections.views[name]
+    leftover = projections.new_generation(name)  # generation 2, building, no lock: a dead rebuild's
+    looked_at = store.generations(name)
+    assert [(g.generation, g.state) for g in looked_at] == [(1, "active"), (2, "building")]
+
+    assert [(p.generation, p.dropped) for p in projections.prune([name], retired_for=0)] == [(2, True)]
+    remade = projections.rebuild(name)
+    assert remade.generation == leftover.generation == 2
+    serving = rows(projections, name, remade)
+
+    assert not store.drop_generation(view, leftover), "no longer the generation looked at"
+    stale = {name: looked_at}
+    store.generations = lambda n: stale.pop(n, None) or ViewStore.generations(store, n)  # type: ignore[method-assign]
+    assert projections.prune([name], retired_for=0) == [
+        Pruned(name, 2, "building", False, "it changed since it was looked at")
+    ]
+    del store.generations
+    assert numbers(store, name) == {1: "retired", 2: "active"}
+    assert tables(store, name) == generation_tables(projections, name, 1) | generation_tables(
+        projections, name, 2
+    )
+    assert rows(projections, name, remade) == serving
+
+    # A retired generation is dropped only as retired when it was looked at.
+    retired = next(g for g in store.generations(name) if g.state == "retired")
+    assert not store.drop_generation(
+        view, Generation(name, 1, retired.schema_version, "retired", "2000-01-01")
+    )
+    assert store.drop_generation(view, retired)
+    assert numbers(store, name) == {2: "active"}
