@@ -312,7 +312,7 @@ def test_a_rebuild_that_finds_another_starting_says_so_and_makes_nothing(
 
 
 def test_a_generation_made_again_under_a_dropped_ones_number_is_not_dropped_for_it(
-    ledger: Ledger, clock: FakeClock
+    ledger: Ledger, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two prunes look at a view at once; the first drops a rebuild's leftover, a rebuild makes a new
     generation under its number and activates it; the second, going by what it looked at, must not
@@ -331,11 +331,12 @@ def test_a_generation_made_again_under_a_dropped_ones_number_is_not_dropped_for_
 
     assert not store.drop_generation(view, leftover), "no longer the generation looked at"
     stale = {name: looked_at}
-    store.generations = lambda n: stale.pop(n, None) or ViewStore.generations(store, n)  # type: ignore[method-assign]
+    # The second prune: what it looks at is what the store held before the first one.
+    monkeypatch.setattr(store, "generations", lambda n: stale.pop(n, None) or ViewStore.generations(store, n))
     assert projections.prune([name], retired_for=0) == [
         Pruned(name, 2, "building", False, "it changed since it was looked at")
     ]
-    del store.generations
+    monkeypatch.undo()
     assert numbers(store, name) == {1: "retired", 2: "active"}
     assert tables(store, name) == generation_tables(projections, name, 1) | generation_tables(
         projections, name, 2
