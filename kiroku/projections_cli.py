@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     log.info(
         "running views %s on %s", ", ".join(args.views or projections.views), projections.ledger.recorder
     )
-    projections.run(args.views or None)
+    projections.run(args.views or None, prune_every=args.prune_every, retired_for=args.retired_for)
     projections.ledger.close()
     return 0
 
@@ -150,6 +150,16 @@ def retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retired_for_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retired-for",
+        type=_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="drop a retired generation only this long after it was retired (default 300)",
+    )
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("projections", help="the views the compliance team reads")
     p.add_argument("--page-size", type=int, default=1000, help="events per transaction")
@@ -157,6 +167,14 @@ def register(sub: Any) -> None:
     commands = p.add_subparsers(dest="projections_command", required=True)
     r = commands.add_parser("run", help="keep the views up to date until SIGTERM")
     r.add_argument("views", nargs="*", help="only these views")
+    r.add_argument(
+        "--prune-every",
+        type=_seconds,
+        default=600.0,
+        metavar="SECONDS",
+        help="prune these views' generations this often, as `prune` does (default 600; 0: never)",
+    )
+    _retired_for_argument(r)
     r.set_defaults(func=run)
     s = commands.add_parser("status", help="each view's position, lag and state")
     s.add_argument("--json", action="store_true")
@@ -181,13 +199,7 @@ def register(sub: Any) -> None:
         "prune", help="drop generations retired a while ago and those a failed rebuild left unfinished"
     )
     d.add_argument("views", nargs="*", help="only these views (default: every view)")
-    d.add_argument(
-        "--retired-for",
-        type=_seconds,
-        default=300.0,
-        metavar="SECONDS",
-        help="drop a retired generation only this long after it was retired (default 300)",
-    )
+    _retired_for_argument(d)
     d.add_argument("--dry-run", action="store_true", help="say what would be dropped; drop nothing")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=prune)

@@ -95,12 +95,28 @@ class Projections:
 
     # Running ----------------------------------------------------------------
 
-    def run(self, names: list[str] | None = None) -> None:
-        """Runs a runner per view on a thread each until :meth:`stop`; follows rebuilds."""
+    def run(
+        self, names: list[str] | None = None, *, prune_every: float = 0.0, retired_for: float = 300.0
+    ) -> None:
+        """Runs a runner per view on a thread each until :meth:`stop`; follows rebuilds.
+
+        With ``prune_every`` (seconds), also prunes these views' generations
+        that often (:meth:`prune`, with ``retired_for``), so that the tables of
+        the generations rebuilds retire or leave unfinished do not pile up.
+        """
         threads = [
             threading.Thread(target=self._run_view, args=(name,), name=f"view-{name}", daemon=True)
             for name in (names or list(self.views))
         ]
+        if prune_every > 0:
+            threads.append(
+                threading.Thread(
+                    target=self._prune_every,
+                    args=(names, prune_every, retired_for),
+                    name="prune",
+                    daemon=True,
+                )
+            )
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -132,6 +148,24 @@ class Projections:
             with contextlib.suppress(*UNREACHABLE):  # unknown: the next runner looks again
                 if self.store.stopped(name):
                     return  # stopped on an event it cannot apply; `kiroku projections retry` lets it go on
+
+    def _prune_every(self, names: list[str] | None, every: float, retired_for: float) -> None:
+        """Prunes every ``every`` seconds until :meth:`stop`, saying what it dropped; a failure waits."""
+        while not self.stop_event.wait(every):
+            try:
+                looked_at = self.prune(names, retired_for=retired_for)
+            except Exception as exc:  # noqa: BLE001 - the runners go on; the next round tries again
+                log.warning(
+                    "pruning the views' generations failed (%s); tried again in %g s",
+                    type(exc).__name__,
+                    every,
+                )
+                continue
+            for p in looked_at:
+                if p.dropped:
+                    log.info(
+                        "view %s: generation %s (%s) dropped: %s", p.name, p.generation, p.state, p.reason
+                    )
 
     def _watch(self, runner: ViewRunner) -> None:
         """Stops a runner when asked to stop, or when its generation was replaced by a rebuild."""

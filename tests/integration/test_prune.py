@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
@@ -350,3 +353,80 @@ def test_a_generation_made_again_under_a_dropped_ones_number_is_not_dropped_for_
     )
     assert store.drop_generation(view, retired)
     assert numbers(store, name) == {2: "active"}
+
+
+def test_running_views_prune_their_generations_as_often_as_asked(
+    ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    projections = built(ledger, clock)
+    store, name = projections.store, "certificates"
+    rebuilt = projections.rebuild(name)  # generation 1 retired now, 2 active
+    projections.new_generation(name)  # 3: a dead rebuild's leftover
+    serving = rows(projections, name, rebuilt)
+    caplog.set_level(logging.INFO, logger="kiroku.projections")
+
+    def running(**kwargs: Any) -> None:
+        projections.stop_event.clear()
+        thread = threading.Thread(target=projections.run, args=([name],), kwargs=kwargs)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 1.0
+            while numbers(store, name) != {2: "active"} and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            projections.stop()
+            thread.join(10)
+        assert not thread.is_alive()
+
+    running(prune_every=0.0, retired_for=0)
+    assert numbers(store, name) == {1: "retired", 2: "active", 3: "building"}, "never, unless asked"
+    running(prune_every=0.05, retired_for=3600)
+    assert numbers(store, name) == {1: "retired", 2: "active"}, "the leftover, not the recently retired"
+
+    real_prune = projections.prune
+    calls: list[float] = []
+
+    def failing_once(*args: Any, **kwargs: Any) -> list[Pruned]:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise OperationalError("the database went away")
+        return real_prune(*args, **kwargs)
+
+    projections.prune = failing_once  # type: ignore[method-assign]
+    running(prune_every=0.05, retired_for=0)
+    assert len(calls) >= 2, "the failed round did not end the pruning"
+    assert numbers(store, name) == {2: "active"}
+    assert tables(store, name) == generation_tables(projections, name, 2)
+    assert rows(projections, name, rebuilt) == serving
+    said = [r.getMessage() for r in caplog.records if r.name == "kiroku.projections"]
+    assert "view certificates: generation 3 (building) dropped: left unfinished" in said
+    assert "view certificates: generation 1 (retired) dropped: retired" in said
+    assert "pruning the views' generations failed (OperationalError); tried again in 0.05 s" in said
+
+
+def test_the_run_command_prunes_on_its_schedule(cli_store: Ledger, clock: FakeClock) -> None:
+    play(cli_store, clock, seed=75, stories=1)
+    projections = Projections(cli_store)
+    projections.catch_up()
+    projections.rebuild("certificates")
+    command = [sys.executable, "-m", "kiroku.cli", "projections", "run", "certificates"]
+    process = subprocess.Popen(  # noqa: S603 - this repository's command
+        [*command, "--prune-every", "0.2", "--retired-for", "0"],
+        env=dict(os.environ),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while numbers(projections.store, "certificates") != {2: "active"} and time.monotonic() < deadline:
+            assert process.poll() is None, "the runner ended by itself"
+            time.sleep(0.05)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert numbers(projections.store, "certificates") == {2: "active"}
+    assert "view certificates: generation 1 (retired) dropped: retired" in err
+    with pytest.raises(SystemExit) as refused:
+        main([*command[3:], "--prune-every", "-5"])
+    assert refused.value.code == 2
