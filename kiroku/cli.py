@@ -15,6 +15,7 @@ from domain.errors import DomainError
 from kiroku.bootstrap import StoreUnavailable, build_ledger
 from kiroku.demo import run_demo
 from kiroku.ingest_cli import register as register_ingest_commands
+from kiroku.persistence.outage import UNREACHABLE
 from kiroku.projections_cli import register as register_projection_commands
 from kiroku.runtime import quiet_slow_network_steps
 from kiroku.service import run_service
@@ -124,6 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except StoreUnavailable as exc:
         print(f"kiroku: {exc}", file=sys.stderr)
+        return 3
+    except UNREACHABLE as exc:
+        # A command that lost the database half-way (its own retries gave up): what it
+        # finished is committed, the rest not; the error's class only (its text may hold data).
+        print(
+            f"kiroku: the database became unreachable ({type(exc).__name__}); the command stopped",
+            file=sys.stderr,
+        )
         return 3
     except DomainError as exc:
         print(f"kiroku: refused: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from projections.store import GENERATIONS, Generation, PostgresViewStore, ViewSt
 from projections.view import Notified, View
 from tests.conftest import postgres_environ
 from tests.helpers import FakeClock, publish_policy
+from tests.integration.proxy import Proxy
 from tests.integration.test_projection_faults import rows
 from tests.integration.test_projections import play
 
@@ -430,3 +431,45 @@ def test_the_run_command_prunes_on_its_schedule(cli_store: Ledger, clock: FakeCl
     with pytest.raises(SystemExit) as refused:
         main([*command[3:], "--prune-every", "-5"])
     assert refused.value.code == 2
+
+
+@pytest.mark.slow
+def test_a_rebuild_that_loses_the_database_says_so_in_a_line_and_prune_drops_what_it_left(
+    proxied_environ: tuple[dict[str, str], dict[str, str], Proxy], clock: FakeClock
+) -> None:
+    direct, through_proxy, proxy = proxied_environ
+    ledger = build_ledger(Settings.from_env(direct), clock=clock)
+    publish_policy(ledger)
+    for seed in range(3):
+        play(ledger, clock, seed=90 + seed, stories=8, steps=30)
+    projections = Projections(ledger)
+    projections.catch_up()
+    command = [sys.executable, "-m", "kiroku.cli", "projections", "--page-size", "5", "rebuild"]
+    environ = {k: v for k, v in os.environ.items() if k != "KIROKU_DATABASE_URL"}
+    process = subprocess.Popen(  # noqa: S603 - this repository's command
+        command, env={**environ, **through_proxy}, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while projections.store.position(Generation("certificates", 2, 0, "building")) is None:
+            assert process.poll() is None, "the rebuild ended before the database went away"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proxy.cut()
+        started = time.monotonic()
+        _, err = process.communicate(timeout=300)
+        gave_up_after = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 3, err
+    assert "kiroku: the database became unreachable (" in err and "); the command stopped" in err
+    assert "Traceback" not in err
+    assert gave_up_after < 180
+    left = {name: numbers(projections.store, name) for name in projections.views}
+    assert all(states == {1: "active", 2: "building"} for states in left.values()), left
+
+    proxy.restore()
+    looked_at = projections.prune()
+    assert {(p.name, p.generation, p.dropped) for p in looked_at} == {(n, 2, True) for n in projections.views}
+    ledger.close()
