@@ -94,18 +94,6 @@ async def audit(context: AppContext, _: Reader, filters: Annotated[AuditFilters,
     return {"items": rows, "next_cursor": more}
 
 
-@router.get("/upstream-gaps", tags=["audit"])
-async def upstream_gaps(context: AppContext, _: Reader) -> dict[str, Any]:
-    """Every upstream gap a person accepted (``kiroku consume accept-loss``), oldest first.
-
-    Which messages of which upstream stream will never be recorded, the reason
-    given, who accepted it and when. Read from the event store, in the thread
-    pool: a scan for one kind of event, not an indexed view page.
-    """
-    gaps = await run_in_threadpool(context.ledger.accepted_gaps)
-    return {"items": [gap.as_dict() for gap in gaps]}
-
-
 class Page(BaseModel):
     """A page of a listing: where to go on from (a ``next_cursor`` given before) and how many."""
 
@@ -113,6 +101,20 @@ class Page(BaseModel):
 
     cursor: Annotated[str | None, Field(max_length=100)] = None
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 100
+
+
+@router.get("/upstream-gaps", tags=["audit"])
+async def upstream_gaps(context: AppContext, _: Reader, page: Annotated[Page, Query()]) -> dict[str, Any]:
+    """Every upstream gap a person accepted (``kiroku consume accept-loss``), oldest first, a page at a time.
+
+    Which messages of which upstream stream will never be recorded, the reason
+    given, who accepted it and when. Read from the event store through an
+    index of its own, in the thread pool. Ask again with ``next_cursor``.
+    """
+    after = parse_cursor(page.cursor)
+    gaps = await run_in_threadpool(context.ledger.accepted_gaps, after=after, limit=page.limit)
+    more = next_cursor(gaps[-1].notification_id) if len(gaps) == page.limit else None
+    return {"items": [gap.as_dict() for gap in gaps], "next_cursor": more}
 
 
 @router.get("/dead-letters", tags=["audit"])

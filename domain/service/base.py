@@ -81,6 +81,16 @@ class ConcurrencyConflict(DomainError):
     """Raised when a command kept conflicting with concurrent writers and gave up."""
 
 
+L = TypeVar("L")
+
+
+def _one_page(
+    listing: Callable[[int, int], Iterator[L]], page: int, after: int, limit: int | None
+) -> list[L]:
+    """At most ``limit`` (all, if None) items of ``listing(after, page)``, read no more than it takes."""
+    return list(itertools.islice(listing(after, min(page, limit) if limit else page), limit))
+
+
 _DATACLASS_FIELDS: dict[type, tuple[str, ...] | None] = {}
 
 
@@ -561,14 +571,21 @@ class LedgerBase(Application[UUID]):
             return None
         raise ConcurrencyConflict(f"{topic}: its binding kept changing under concurrent consumers; try again")
 
-    def accepted_gaps(self, page: int = 1000) -> list[AcceptedGap]:
+    def accepted_gaps(
+        self, page: int = 1000, *, after: int = 0, limit: int | None = None
+    ) -> list[AcceptedGap]:
         """Every upstream gap a person accepted, in the order they were recorded.
 
         Read from the event store (the events of one kind, ``page`` at a time),
         so it needs no view and answers on a store whose views are not built.
+        ``after`` (a notification id) and ``limit`` give one page of them.
         """
-        return [
-            AcceptedGap(
+        return _one_page(self.accepted_gaps_from, page, after, limit)
+
+    def accepted_gaps_from(self, after: int = 0, page: int = 1000) -> Iterator[AcceptedGap]:
+        """:meth:`accepted_gaps` after notification id ``after``, read ``page`` at a time as taken."""
+        for notification_id, event in self._notified_of_kind(UpstreamGap.Accepted, page, start=after + 1):
+            yield AcceptedGap(
                 gap_id=event.originator_id,
                 stream=event.stream,
                 first_missing=event.first_missing,
@@ -579,8 +596,6 @@ class LedgerBase(Application[UUID]):
                 accepted_at=event.timestamp,
                 notification_id=notification_id,
             )
-            for notification_id, event in self._notified_of_kind(UpstreamGap.Accepted, page)
-        ]
 
     def dead_letters(
         self, page: int = 1000, *, after: int = 0, limit: int | None = None
@@ -590,8 +605,7 @@ class LedgerBase(Application[UUID]):
         Read from the event store as :meth:`accepted_gaps` is. ``after`` (a
         notification id) and ``limit`` give one page of them.
         """
-        page = min(page, limit) if limit else page
-        return list(itertools.islice(self.dead_letters_from(after, page), limit))
+        return _one_page(self.dead_letters_from, page, after, limit)
 
     def dead_letters_from(self, after: int = 0, page: int = 1000) -> Iterator[RecordedDeadLetter]:
         """:meth:`dead_letters` after notification id ``after``, read ``page`` at a time as they are taken."""

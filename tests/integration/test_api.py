@@ -124,7 +124,7 @@ def test_the_audit_trail_pages_with_a_cursor_and_filters(api: Api) -> None:
 
 
 def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
-    assert api.get("/upstream-gaps", role="viewer").json() == {"items": []}
+    assert api.get("/upstream-gaps", role="viewer").json() == {"items": [], "next_cursor": None}
     api.ledger.recorder.insert_events([], tracking=Tracking("acme.events:1", 4))
     reason = "retention removed them during the outage; acme cannot publish them again"
     gap = accept_loss(
@@ -142,6 +142,31 @@ def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
         7,
     )
     assert (item["reason"], item["actor"]) == (reason, "cli:ana")
+    assert response.json()["next_cursor"] is None
+
+    # A page at a time: four more gaps, on other partitions, in pages of two.
+    for partition in (0, 2, 3, 4):
+        api.ledger.recorder.insert_events([], tracking=Tracking(f"registrar.events:{partition}", 1))
+        accept_loss(
+            api.ledger,
+            PartitionLag("registrar.events", partition, 1, 3 + partition, 9),
+            reason=reason,
+            cause=cause(actor="cli:ben"),
+        )
+    first = api.get("/upstream-gaps", role="viewer", limit="2").json()
+    streams = [item["stream"] for item in first["items"]]
+    cursor = first["next_cursor"]
+    for _ in range(5):  # bounded: a cursor that went nowhere would repeat pages forever
+        if cursor is None:
+            break
+        page = api.get("/upstream-gaps", role="viewer", limit="2", cursor=cursor).json()
+        streams += [item["stream"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    expected = ["acme.events:1", *(f"registrar.events:{p}" for p in (0, 2, 3, 4))]
+    assert streams == expected
+    assert [i["stream"] for i in api.get("/upstream-gaps", role="viewer").json()["items"]] == expected
+    assert api.get("/upstream-gaps", role="viewer", limit="501").status_code == 422
+    assert api.get("/upstream-gaps", role="viewer", cursor="nonsense").status_code == 422
     assert api.get("/upstream-gaps", role=None).status_code == 401
     assert api.access_records() == []  # no personal data: no access record
 
