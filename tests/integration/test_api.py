@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.persistence import Tracking
@@ -123,6 +124,20 @@ def test_the_audit_trail_pages_with_a_cursor_and_filters(api: Api) -> None:
     assert api.get("/audit", role="viewer", since="2024-06-01T09:00:00").status_code == 422
 
 
+def pages_of(api: Api, path: str, *, limit: int, most: int = 10) -> list[dict[str, Any]]:
+    """The items of a paged listing, following ``next_cursor`` (at most ``most`` pages: a cursor
+    that went nowhere would repeat pages for ever)."""
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for _ in range(most):
+        page = api.get(path, role="viewer", limit=str(limit), **({"cursor": cursor} if cursor else {})).json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError(f"{path}: more than {most} pages")
+
+
 def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
     assert api.get("/upstream-gaps", role="viewer").json() == {"items": [], "next_cursor": None}
     api.ledger.recorder.insert_events([], tracking=Tracking("acme.events:1", 4))
@@ -153,15 +168,7 @@ def test_the_upstream_gaps_accepted_are_listed_for_any_reader(api: Api) -> None:
             reason=reason,
             cause=cause(actor="cli:ben"),
         )
-    first = api.get("/upstream-gaps", role="viewer", limit="2").json()
-    streams = [item["stream"] for item in first["items"]]
-    cursor = first["next_cursor"]
-    for _ in range(5):  # bounded: a cursor that went nowhere would repeat pages forever
-        if cursor is None:
-            break
-        page = api.get("/upstream-gaps", role="viewer", limit="2", cursor=cursor).json()
-        streams += [item["stream"] for item in page["items"]]
-        cursor = page["next_cursor"]
+    streams = [item["stream"] for item in pages_of(api, "/upstream-gaps", limit=2)]
     expected = ["acme.events:1", *(f"registrar.events:{p}" for p in (0, 2, 3, 4))]
     assert streams == expected
     assert [i["stream"] for i in api.get("/upstream-gaps", role="viewer").json()["items"]] == expected
@@ -199,14 +206,7 @@ def test_the_dead_letters_are_listed_a_page_at_a_time_for_any_reader(api: Api) -
         "recorded_at": first["items"][0]["recorded_at"],
         "notification_id": position - 4,
     }
-    offsets = [item["offset"] for item in first["items"]]
-    cursor = first["next_cursor"]
-    for _ in range(5):  # bounded: a cursor that went nowhere would repeat pages forever
-        if cursor is None:
-            break
-        page = api.get("/dead-letters", role="viewer", limit="2", cursor=cursor).json()
-        offsets += [item["offset"] for item in page["items"]]
-        cursor = page["next_cursor"]
+    offsets = [item["offset"] for item in pages_of(api, "/dead-letters", limit=2)]
     assert offsets == [17, 18, 19, 20, 21]
     assert [i["offset"] for i in api.get("/dead-letters", role="viewer").json()["items"]] == offsets
     assert api.get("/dead-letters", role="viewer", limit="0").status_code == 422

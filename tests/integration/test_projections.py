@@ -551,6 +551,17 @@ def test_a_runner_waits_while_a_rebuild_builds_the_generation_it_would_follow(
     assert not warned
 
 
+def stops_by_itself(runner: ViewRunner, within: float = 10) -> bool:
+    """Runs the runner on a thread: whether it ended by itself within ``within`` seconds (then stopped)."""
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    thread.join(within)
+    ended = not thread.is_alive()
+    runner.stop()
+    thread.join(10)
+    return ended
+
+
 def test_a_runner_never_activates_a_generation_older_than_the_active_one(
     ledger: Ledger, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -565,13 +576,7 @@ def test_a_runner_never_activates_a_generation_older_than_the_active_one(
     newer = build(ledger, store, view, page_size=1000).generation
     store.activate(view, newer)
     runner = ViewRunner(ledger, store, view, older, poll_interval=0.05)
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    thread.join(10)
-    stopped_by_itself = not thread.is_alive()
-    runner.stop()
-    thread.join(10)
-    assert stopped_by_itself, "the runner stops by itself"
+    assert stops_by_itself(runner), "the runner stops by itself"
     active = store.active(view.name)
     assert active is not None and active.generation == newer.generation
     assert runner.applied == 0 and store.position(older) is None
@@ -593,13 +598,7 @@ def test_a_runner_on_a_generation_since_dropped_stops_and_says_it_was_dropped(
     gone = store.new_generation(view)
     store.drop_generation(view, gone)
     runner = ViewRunner(ledger, store, view, gone, poll_interval=0.05)
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    thread.join(10)
-    stopped_by_itself = not thread.is_alive()
-    runner.stop()
-    thread.join(10)
-    assert stopped_by_itself, "the runner stops by itself"
+    assert stops_by_itself(runner), "the runner stops by itself"
     assert runner.applied == 0
     assert [g.generation for g in store.generations(view.name)] == [active.generation]
     said = [r.getMessage() for r in caplog.records]

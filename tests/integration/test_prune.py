@@ -249,6 +249,26 @@ def test_the_prune_command_says_what_it_drops_and_keeps(
     assert "'-1' is not a number of seconds (0 or more)" in capsys.readouterr().err
 
 
+def rebuild_under_way(
+    ledger: Ledger, clock: FakeClock, seeds: range, environ: dict[str, str], *options: str
+) -> tuple[Projections, subprocess.Popen[str]]:
+    """A history played with these seeds, its views built; then `kiroku projections rebuild` in a
+    process (its standard error piped), once it has applied a page of generation 2."""
+    publish_policy(ledger)
+    for seed in seeds:
+        play(ledger, clock, seed=seed, stories=8, steps=30)
+    projections = Projections(ledger)
+    projections.catch_up()
+    command = [sys.executable, "-m", "kiroku.cli", "projections", "--page-size", "5", "rebuild", *options]
+    process = subprocess.Popen(command, env=environ, stderr=subprocess.PIPE, text=True)  # noqa: S603
+    deadline = time.monotonic() + 120
+    while projections.store.position(Generation("certificates", 2, 0, "building")) is None:
+        assert process.poll() is None, "the rebuild ended before it was interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return projections, process
+
+
 @pytest.mark.slow
 def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
     postgres_url: str,
@@ -263,21 +283,10 @@ def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
         monkeypatch.setenv(variable, value)
     monkeypatch.delenv("KIROKU_DATABASE_URL", raising=False)
     ledger = build_ledger(Settings.from_env(environ), clock=clock)
-    publish_policy(ledger)
-    for seed in range(4):
-        play(ledger, clock, seed=80 + seed, stories=8, steps=30)
-    projections = Projections(ledger)
-    projections.catch_up()
+    projections, process = rebuild_under_way(ledger, clock, range(80, 84), dict(os.environ), "--progress")
     head = ledger.recorder.max_notification_id() or 0
-    command = [sys.executable, "-m", "kiroku.cli", "projections", "--page-size", "5", "rebuild", "--progress"]
-    process = subprocess.Popen(command, env=dict(os.environ), stderr=subprocess.DEVNULL)  # noqa: S603
-    deadline = time.monotonic() + 120
-    while projections.store.position(Generation("certificates", 2, 0, "building")) is None:
-        assert process.poll() is None, "the rebuild ended before it was killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
     process.kill()
-    process.wait(30)
+    process.communicate(timeout=30)
     left = {name: numbers(projections.store, name) for name in projections.views}
     assert all(states == {1: "active", 2: "building"} for states in left.values()), left
     assert (projections.store.position(Generation("certificates", 2, 0, "building")) or 0) < head
@@ -439,22 +448,9 @@ def test_a_rebuild_that_loses_the_database_says_so_in_a_line_and_prune_drops_wha
 ) -> None:
     direct, through_proxy, proxy = proxied_environ
     ledger = build_ledger(Settings.from_env(direct), clock=clock)
-    publish_policy(ledger)
-    for seed in range(3):
-        play(ledger, clock, seed=90 + seed, stories=8, steps=30)
-    projections = Projections(ledger)
-    projections.catch_up()
-    command = [sys.executable, "-m", "kiroku.cli", "projections", "--page-size", "5", "rebuild"]
     environ = {k: v for k, v in os.environ.items() if k != "KIROKU_DATABASE_URL"}
-    process = subprocess.Popen(  # noqa: S603 - this repository's command
-        command, env={**environ, **through_proxy}, stderr=subprocess.PIPE, text=True
-    )
+    projections, process = rebuild_under_way(ledger, clock, range(90, 93), {**environ, **through_proxy})
     try:
-        deadline = time.monotonic() + 120
-        while projections.store.position(Generation("certificates", 2, 0, "building")) is None:
-            assert process.poll() is None, "the rebuild ended before the database went away"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         proxy.cut()
         started = time.monotonic()
         _, err = process.communicate(timeout=300)
