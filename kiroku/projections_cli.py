@@ -17,7 +17,7 @@ from kiroku.rebuild import RebuildStopped, rebuild_in_processes
 from kiroku.runtime import tune_gc_for_batches
 from kiroku.settings import Settings
 from projections.runner import RebuildUnderWay
-from projections.service import Projections
+from projections.service import PRUNE_EVERY_S, RETIRED_FOR_S, Projections
 from projections.store import ViewStopped
 
 log = logging.getLogger("kiroku")
@@ -154,9 +154,9 @@ def _retired_for_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retired-for",
         type=_seconds,
-        default=300.0,
+        default=RETIRED_FOR_S,
         metavar="SECONDS",
-        help="drop a retired generation only this long after it was retired (default 300)",
+        help=f"drop a retired generation only this long after it was retired (default {RETIRED_FOR_S:g})",
     )
 
 
@@ -170,9 +170,9 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--prune-every",
         type=_seconds,
-        default=600.0,
+        default=PRUNE_EVERY_S,
         metavar="SECONDS",
-        help="prune these views' generations this often, as `prune` does (default 600; 0: never)",
+        help=f"prune generations this often, as `prune` does (default {PRUNE_EVERY_S:g}; 0: never)",
     )
     _retired_for_argument(r)
     r.set_defaults(func=run)

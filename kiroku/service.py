@@ -33,7 +33,7 @@ from kiroku.bootstrap import build_ledger
 from kiroku.broker import TansuBroker
 from kiroku.policy_text import publish_current_policy
 from kiroku.settings import Settings
-from projections.service import Projections
+from projections.service import PRUNE_EVERY_S, Projections
 
 log = logging.getLogger("kiroku")
 
@@ -112,7 +112,7 @@ def run_service(settings: Settings, *, demo: bool) -> int:
         ),
     )
     workers = [
-        threading.Thread(target=projections.run, name="views"),
+        threading.Thread(target=projections.run, kwargs={"prune_every": PRUNE_EVERY_S}, name="views"),
         threading.Thread(target=ingest.run, name="ingest"),
     ]
     traffic = DemoTraffic(bootstrap) if demo else None

@@ -59,6 +59,12 @@ class Pruned:
     reason: str
 
 
+#: How often a running ``kiroku projections run`` or ``kiroku run`` prunes its views' generations.
+PRUNE_EVERY_S = 600.0
+#: How long a retired generation is kept before a prune drops it (readers use one for a second).
+RETIRED_FOR_S = 300.0
+
+
 class Projections:
     """The views of one ledger: run, rebuild, status, queries."""
 
@@ -96,7 +102,7 @@ class Projections:
     # Running ----------------------------------------------------------------
 
     def run(
-        self, names: list[str] | None = None, *, prune_every: float = 0.0, retired_for: float = 300.0
+        self, names: list[str] | None = None, *, prune_every: float = 0.0, retired_for: float = RETIRED_FOR_S
     ) -> None:
         """Runs a runner per view on a thread each until :meth:`stop`; follows rebuilds.
 
@@ -271,7 +277,7 @@ class Projections:
         self,
         names: list[str] | None = None,
         *,
-        retired_for: float = 300.0,
+        retired_for: float = RETIRED_FOR_S,
         dry_run: bool = False,
     ) -> list[Pruned]:
         """Drops the generations no one will read or build again, and says what it did with each.
