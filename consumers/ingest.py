@@ -17,10 +17,12 @@ the new owner has got, and drops the batch (``Ingest._after_refusal``).
 A message that cannot be decoded, or that the ledger refuses, goes to
 ``<topic>.dlq`` with headers naming where it came from and why, and the dead
 letter is acknowledged by the broker before the batch (and so the position
-past it) is committed. A crash between the two can repeat a dead letter, never
-lose one; the event store notes each one once, in the batch's transaction
-(``domain.dead_letter``). Kafka's own committed offsets are kept up to date as
-a convenience for tools; kiroku never reads them.
+past it) is committed. After a crash between the two, the next consumer of
+the partition finds them on the dead-letter topic and does not send them
+again (``consumers.dlq``); none is ever lost. The event store notes each one
+once, in the batch's transaction (``domain.dead_letter``). Kafka's own
+committed offsets are kept up to date as a convenience for tools; kiroku
+never reads them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.contract import Contract, Decoded, UndecodableMessage
+from consumers.dlq import Identity, identity, sent_past
 from consumers.lag import lies_ahead, lost_before, stream_name, topic_uuid
 from consumers.translate import Position, apply, prefetch
 from domain.application import Ledger
@@ -75,6 +78,9 @@ class IngestSettings:
     #: the others; when the batch ends, the store refuses what they recorded first (``_apply_batch``).
     max_poll_interval_ms: int = 300_000
     max_backoff_s: float = 10.0
+    #: How many of the last records of each dead-letter topic partition are read when a partition is
+    #: positioned, for dead letters sent before a crash that the partition's next batch need not send again.
+    dead_letter_window: int = 10_000
     #: Prefix of the tracking records' names. Empty for a real cluster; a memory-only
     #: broker that starts empty each time gets a new prefix per start, so positions
     #: recorded against an earlier, vanished broker do not apply to the new one.
@@ -249,6 +255,9 @@ class Ingest:
         self._metadata_confirmed = False
         self._consumer: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
+        #: Dead letters the dead-letter topic held, past the recorded position, when each partition
+        #: was positioned (``consumers.dlq``): by offset, the message's identity.
+        self._sent_before: dict[TopicPartition, dict[int, Identity]] = {}
 
     # Lifecycle ---------------------------------------------------------------
 
@@ -266,6 +275,7 @@ class Ingest:
             self.recorded_offset.pop(tp, None)
             self.stopped.pop(tp, None)
             self._lost.discard(tp)
+            self._sent_before.pop(tp, None)
         self.counters.stopped_partitions = len(self.stopped)
 
     def _connect(self) -> tuple[KafkaConsumer, KafkaProducer]:
@@ -514,7 +524,40 @@ class Ingest:
                 elif placement.note:
                     log.warning("%s", placement.note)
             self.to_position.discard(tp)
+        self._look_up_dead_letters(positioned)
         return positioned
+
+    def _look_up_dead_letters(self, positioned: set[TopicPartition]) -> None:
+        """Notes which dead letters of these partitions, past their recorded positions, were sent already.
+
+        A batch's dead letters reach the broker before its commit; a crash in
+        between (or a commit refused to a consumer that lost the partition)
+        leaves them on the dead-letter topic while the position stays behind
+        them. The batch recorded again then notes them but does not send them again.
+        """
+        for topic in sorted({tp.topic for tp in positioned}):
+            past = {tp.partition: self.recorded_offset.get(tp) for tp in positioned if tp.topic == topic}
+            try:
+                sent = sent_past(
+                    self.settings.bootstrap_servers, topic, past, window=self.settings.dead_letter_window
+                )
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning(
+                    "could not read %s's dead-letter topic (%s): a dead letter sent before this consumer "
+                    "took a partition may be sent again",
+                    topic,
+                    type(exc).__name__,
+                )
+                continue
+            for partition, letters in sent.items():
+                self._sent_before[TopicPartition(topic, partition)] = letters
+                log.info(
+                    "%s/%s: %s dead letter(s) past the recorded position are on the dead-letter topic "
+                    "already; they are noted when recorded, not sent again",
+                    topic,
+                    partition,
+                    len(letters),
+                )
 
     def _retrying(self, step: Callable[[], T], what: str, backoff: Backoff) -> tuple[bool, T | None]:
         """``step()``, tried again while the store or broker is unreachable (waiting for ``what``).
@@ -683,10 +726,19 @@ class Ingest:
                 continue
             self.counters.add(recorded=recorded, duplicates=duplicates, dead_letters=dead, batches=1)
             last = records[-1].offset
+            self._forget_sent_through(tp, last)
             self.next_offset[tp] = last + 1
             self.recorded_offset[tp] = last
             self._commit_to_kafka(tp, last + 1)
             return
+
+    def _forget_sent_through(self, tp: TopicPartition, last: int) -> None:
+        sent = self._sent_before.get(tp)
+        if sent:
+            for offset in [o for o in sent if o <= last]:
+                del sent[offset]
+        if not sent:
+            self._sent_before.pop(tp, None)
 
     def _after_refusal(self, tp: TopicPartition, records: list[Any], backoff: Backoff) -> list[Any]:
         """What of a batch the store refused is still to record, from the partition's position in the store.
@@ -785,7 +837,7 @@ class Ingest:
                 dead.sort(key=lambda letter: letter.record.offset)
                 # Noted in the store once, with the position: the topic may get one twice (see above).
                 batch.add([letter.noted(stream, topic_system) for letter in dead], {})
-                self._send_dead_letters(dead)
+                self._send_dead_letters([letter for letter in dead if not self._sent_already(letter)])
             batch.commit(tracking)
         return len(dead), recorded, duplicates
 
@@ -800,7 +852,25 @@ class Ingest:
         if self.ledger.tracked_position(tracking.application_name) != tracking.after:
             raise IntegrityError(tracking.refusal())
 
+    def _sent_already(self, letter: DeadLetter) -> bool:
+        """Whether the dead-letter topic held this dead letter when the partition was positioned."""
+        record = letter.record
+        known = self._sent_before.get(TopicPartition(record.topic, record.partition), {}).get(record.offset)
+        if known is None or known != identity(record.timestamp, record.value):
+            return False
+        log.warning(
+            "dead letter: %s/%s/%s %s is on the dead-letter topic already (sent before a crash or a "
+            "rebalance); noted, not sent again",
+            record.topic,
+            record.partition,
+            record.offset,
+            type(letter.error).__name__,
+        )
+        return True
+
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        if not dead:
+            return
         producer = self._producer
         assert producer is not None
         futures = [

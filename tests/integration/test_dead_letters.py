@@ -1,5 +1,5 @@
-"""Dead letters: the topic may hold one twice after a crash between its send and the commit; the
-event store notes each one once."""
+"""Dead letters after a crash between their send and the batch's commit: the event store notes each
+one once, and the topic holds each once (the next consumer sees them there and does not send them again)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from uuid import uuid4
 
 import pytest
+from kafka import KafkaProducer, TopicPartition
 
-from consumers.contract import Contract
+from consumers.contract import Contract, UndecodableMessage
+from consumers.dlq import identity, sent_past
+from consumers.ingest import DeadLetter, Ingest
 from consumers.synthetic import Traffic
+from consumers.topics import create_topics, dead_letter_topic
 from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.cli import main
@@ -37,11 +43,11 @@ CONTRACT = Contract.load()
 VALID = [m.value for m in Traffic(CONTRACT, seed=91).messages(40) if m.topic == "registrar.events"]
 
 
-def test_a_dead_letter_sent_again_after_a_crash_is_noted_once(
+def test_a_dead_letter_sent_before_a_crash_is_noted_once_and_not_sent_again(
     kafka: str, postgres_url: str, postgres_schema: str
 ) -> None:
     """A consumer process crashes between a batch's dead letters reaching the broker and the batch's
-    commit; the next consumer records the batch again and sends its dead letters again."""
+    commit; the next consumer records the batch again, and finds its dead letters on the topic."""
     environ = {**os.environ, **postgres_environ(postgres_url, postgres_schema)}
     ledger = build_ledger(Settings.from_env(environ))
     publish_policy(ledger)
@@ -63,9 +69,10 @@ def test_a_dead_letter_sent_again_after_a_crash_is_noted_once(
     with running(ledger, settings_for(kafka)) as ingest:
         wait_for(lambda: ledger.tracked_position("registrar.events:0") == 4, what="the five messages")
     assert ingest.counters.dead_letters == 2
-    # The topic holds each dead letter twice: sent before the crash, and again.
-    letters = read_dead_letters(kafka, "registrar.events", expected=4)
-    assert Counter(int(letter.headers["kiroku.original.offset"]) for letter in letters) == {1: 2, 3: 2}
+    # The topic holds each dead letter once: sent before the crash; the next consumer found them
+    # there when it took the partition, and did not send them again.
+    letters = read_dead_letters(kafka, "registrar.events", expected=3, timeout=3)
+    assert Counter(int(letter.headers["kiroku.original.offset"]) for letter in letters) == {1: 1, 3: 1}
     # The event store, once each.
     noted = ledger.dead_letters()
     assert [(d.stream, d.offset, d.error_class) for d in noted] == [
@@ -102,3 +109,62 @@ def test_the_dead_letters_command_lists_each_once(
         ("acme.events", 0, 0, "UndecodableMessage", None),
         ("registrar.events", 0, 0, "UnknownFraming", None),
     ]
+
+
+def put_dead_letters(kafka: str, dlq: str, letters: list[tuple[str, int, int, int, bytes]]) -> None:
+    """(original topic, partition, offset, timestamp, value) as kiroku's dead letters on ``dlq``."""
+    producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
+    for topic, partition, offset, timestamp, value in letters:
+        headers = [
+            ("kiroku.original.topic", topic.encode()),
+            ("kiroku.original.partition", str(partition).encode()),
+            ("kiroku.original.offset", str(offset).encode()),
+            ("kiroku.original.timestamp", str(timestamp).encode()),
+            ("kiroku.error.class", b"UnknownFraming"),
+        ]
+        producer.send(dlq, value=value, headers=headers)
+    producer.send(dlq, value=b"from elsewhere", headers=[("x", b"y")])
+    producer.flush()
+    producer.close()
+
+
+def test_the_dead_letters_past_a_position_are_found_on_the_topic_by_message(kafka: str) -> None:
+    topic = f"registrar{uuid4().hex[:8]}.events"  # a topic of this test's own, on any broker
+    create_topics(kafka, [topic])
+    assert sent_past(kafka, topic, {0: None, 1: 5}) == {}, "an empty topic"
+    put_dead_letters(
+        kafka,
+        dead_letter_topic(topic),
+        [
+            (topic, 0, 3, 1000, b"three"),
+            (topic, 1, 5, 1001, b"five"),  # at the recorded position: not past it
+            (topic, 1, 6, 1002, b"six"),
+            (topic, 2, 9, 1003, b"nine"),  # a partition not asked about
+            ("acme.events", 0, 4, 1004, b"acme"),  # another topic's message
+        ],
+    )
+    found = sent_past(kafka, topic, {0: None, 1: 5})
+    assert found == {0: {3: identity(1000, b"three")}, 1: {6: identity(1002, b"six")}}
+    assert identity(1000, b"three") != identity(1000, b"thre3") != identity(1001, b"three")
+    # Only the last records are read: the window of 2 holds the acme letter and the foreign record.
+    assert sent_past(kafka, topic, {0: None, 1: 5}, window=2) == {}
+    assert sent_past(kafka, topic, {1: None}, window=4) == {1: {6: identity(1002, b"six")}}
+
+
+def test_a_dead_letter_is_not_sent_again_only_when_it_is_the_same_message(pg_ledger: Ledger) -> None:
+    ingest = Ingest(pg_ledger, settings_for("127.0.0.1:1"))
+    ingest._sent_before[TopicPartition("registrar.events", 0)] = {3: identity(1000, b"three")}
+
+    def letter(partition: int, offset: int, timestamp: int, value: bytes) -> DeadLetter:
+        record = SimpleNamespace(
+            topic="registrar.events", partition=partition, offset=offset, timestamp=timestamp, value=value
+        )
+        return DeadLetter(record, UndecodableMessage("x"))
+
+    assert ingest._sent_already(letter(0, 3, 1000, b"three"))
+    assert not ingest._sent_already(letter(0, 3, 1000, b"other")), "the topic made again: another message"
+    assert not ingest._sent_already(letter(0, 3, 999, b"three"))
+    assert not ingest._sent_already(letter(0, 4, 1000, b"three"))
+    assert not ingest._sent_already(letter(1, 3, 1000, b"three"))
+    ingest._forget_sent_through(TopicPartition("registrar.events", 0), 3)
+    assert not ingest._sent_already(letter(0, 3, 1000, b"three")), "forgotten once recorded"
