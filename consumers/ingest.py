@@ -835,7 +835,7 @@ class Ingest:
             if dead:
                 self._confirm_position(tracking)
                 dead.sort(key=lambda letter: letter.record.offset)
-                # Noted in the store once, with the position: the topic may get one twice (see above).
+                # Noted in the store once, with the position; sent unless the topic holds it already.
                 batch.add([letter.noted(stream, topic_system) for letter in dead], {})
                 self._send_dead_letters([letter for letter in dead if not self._sent_already(letter)])
             batch.commit(tracking)
