@@ -71,6 +71,7 @@ def sent_past(
         request_timeout_ms=waits_ms,
         fetch_max_wait_ms=100,
         connections_max_idle_ms=max(540_000, waits_ms + 1),
+        allow_auto_create_topics=False,  # a look: a missing dead-letter topic holds nothing
     )
     try:
         partitions = [TopicPartition(dlq, p) for p in sorted(consumer.partitions_for_topic(dlq) or [])]

@@ -15,7 +15,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
 from consumers.contract import Contract, UndecodableMessage
 from consumers.dlq import identity, sent_past
@@ -168,3 +168,15 @@ def test_a_dead_letter_is_not_sent_again_only_when_it_is_the_same_message(pg_led
     assert not ingest._sent_already(letter(1, 3, 1000, b"three"))
     ingest._forget_sent_through(TopicPartition("registrar.events", 0), 3)
     assert not ingest._sent_already(letter(0, 3, 1000, b"three")), "forgotten once recorded"
+
+
+def test_a_topic_with_no_dead_letter_topic_has_sent_none_and_gets_none_made(kafka: str) -> None:
+    topic = f"nodlq{uuid4().hex[:8]}.events"
+    assert sent_past(kafka, topic, {0: None}) == {}
+    # Tansu makes no topic on a metadata request; a Kafka broker that does (auto.create.topics.enable,
+    # through KAFKA_BOOTSTRAP_SERVERS) would have made one had the look asked it to.
+    admin = KafkaAdminClient(bootstrap_servers=kafka)
+    try:
+        assert dead_letter_topic(topic) not in admin.list_topics()
+    finally:
+        admin.close()
