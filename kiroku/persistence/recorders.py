@@ -182,6 +182,12 @@ class FollowingPostgresTracking(PostgresTrackingRecorder):
             "RETURNING notification_id"
         ).format(table=table)
 
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_tracking_id(self, application_name: str) -> int | None:
+        """The library's read of a position, on a connection the server has not cut (``live_connection``)."""
+        with live_connection(self.datastore) as conn, conn.cursor() as curs:
+            return self._max_tracking_id(application_name, curs)
+
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
         if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
             super()._insert_tracking(curs, tracking)
@@ -332,6 +338,16 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         with live_connection(self.datastore) as conn, conn.cursor() as curs:
             curs.execute(self._events_of_statement, (list(ids),), prepare=True)
             return _stored_events(curs.fetchall())
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def max_notification_id(self) -> int | None:
+        """The library's read of the head, on a connection the server has not cut (``live_connection``)."""
+        with live_connection(self.datastore) as conn, conn.cursor() as curs:
+            curs.execute(self.max_notification_id_statement)
+            row = curs.fetchone()
+            assert row is not None
+            head: int | None = row["max"]
+            return head
 
     def notifications_of_topic(self, topic: str, start: int, limit: int) -> Sequence[Notification]:
         """The events of one topic from notification id ``start`` on, at most ``limit``, in order.
