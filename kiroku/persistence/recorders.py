@@ -301,6 +301,10 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             "WHERE notification_id BETWEEN %s AND %s"
         )
         self._between_statement = SQL(between + " ORDER BY notification_id").format(table=events_table)
+        self._page_statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
+            "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
+        ).format(table=events_table)
         self._snapshot_statements: dict[tuple[str, str], Composed] = {}
         self._between_of_kinds_statement = SQL(
             between + f" AND {event_type_sql('topic')} = ANY(%s) ORDER BY notification_id"
@@ -348,6 +352,31 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             assert row is not None
             head: int | None = row["max"]
             return head
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]:
+        """The library's; the plain page a view runner reads (from ``start``, at most ``limit``) on a live
+        connection (``live_connection``), the rest as the library reads them."""
+        if start is None or stop is not None or topics or not inclusive_of_start:
+            found: Sequence[Notification] = super().select_notifications(
+                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
+            )
+            return found
+        page: list[Notification] = self._page_from(start, limit)
+        return page
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _page_from(self, start: int, limit: int) -> list[Notification]:
+        with live_connection(self.datastore) as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self._page_statement, (start, limit), prepare=True)
+            return _notifications(curs.fetchall())
 
     def notifications_of_topic(self, topic: str, start: int, limit: int) -> Sequence[Notification]:
         """The events of one topic from notification id ``start`` on, at most ``limit``, in order.

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import psycopg
 import pytest
-from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
 
 from domain.application import Ledger
 from kiroku.persistence.live import live_connection, live_transaction, was_cut
@@ -118,11 +118,18 @@ def test_every_kind_of_read_works_at_once_after_the_server_cut_the_pool(
         "positions": lambda: recorder.max_tracking_ids(["no-such-stream"]),
         "a view's position (the library's read)": lambda: projections.store.position(certificates),
         "the head (the library's read)": recorder.max_notification_id,
+        "a view runner's page": lambda: recorder.select_notifications(1, 50),
     }
     expected = {name: read() for name, read in reads.items()}
     assert expected["a subject (views and keys)"] is not None
     assert len(expected["a listed kind (dead letters)"]) == 3
     assert expected["a view's position (the library's read)"] == expected["the head (the library's read)"]
+    # The page as the library reads it, and the other forms of the read still the library's own.
+    assert expected["a view runner's page"] == PostgresProcessRecorder.select_notifications(recorder, 1, 50)
+    assert len(expected["a view runner's page"]) == 50
+    assert recorder.select_notifications(None, 3) == recorder.select_notifications(1, 3)
+    assert [n.id for n in recorder.select_notifications(10, 5, stop=12)] == [10, 11, 12]
+    assert [n.id for n in recorder.select_notifications(10, 2, inclusive_of_start=False)] == [11, 12]
     pool = datastore_of(pg_ledger).pool
     for name, read in reads.items():
         cut = cut_idle_connections(datastore_of(pg_ledger), postgres_url)
