@@ -25,6 +25,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
+from consumers.lag import bounded_consumer
 from consumers.topics import dead_letter_topic
 
 #: A message as its dead letter shows it: (Kafka timestamp, digest of the value).
@@ -64,14 +65,9 @@ def sent_past(
     dlq = dead_letter_topic(topic)
     deadline = time.monotonic() + timeout_s
     waits_ms = max(int(timeout_s * 1000), 2)
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        enable_auto_commit=False,
-        bootstrap_timeout_ms=waits_ms,
-        request_timeout_ms=waits_ms,
-        fetch_max_wait_ms=100,
-        connections_max_idle_ms=max(540_000, waits_ms + 1),
-        allow_auto_create_topics=False,  # a look: a missing dead-letter topic holds nothing
+    # A look: a missing dead-letter topic holds nothing, and is not to be made.
+    consumer = bounded_consumer(
+        bootstrap_servers, timeout_s, fetch_max_wait_ms=100, allow_auto_create_topics=False
     )
     try:
         partitions = [TopicPartition(dlq, p) for p in sorted(consumer.partitions_for_topic(dlq) or [])]

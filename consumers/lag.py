@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from kafka import KafkaConsumer, TopicPartition
@@ -64,6 +65,23 @@ class LogBounds:
     topic_ids: dict[str, UUID] = field(default_factory=dict)
 
 
+def bounded_consumer(bootstrap_servers: str, timeout_s: float, **config: Any) -> KafkaConsumer:
+    """A consumer outside any group (no commits) whose every request is bounded by ``timeout_s``.
+
+    Not kafka-python's 30 s: a broker that accepts a request and never answers
+    (the metadata or the offsets) is reported within the timeout.
+    """
+    waits_ms = max(int(timeout_s * 1000), 2)
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        bootstrap_timeout_ms=waits_ms,
+        request_timeout_ms=waits_ms,
+        connections_max_idle_ms=max(540_000, waits_ms + 1),
+        **config,
+    )
+
+
 def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 30.0) -> LogBounds:
     """Where each partition's log starts and ends on the broker.
 
@@ -76,17 +94,8 @@ def log_bounds(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: floa
     """
     deadline = time.monotonic() + timeout_s
     waits_ms = max(int(timeout_s * 1000), 2)
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        enable_auto_commit=False,
-        # Every request is bounded by the timeout, not kafka-python's 30 s: a
-        # broker that accepts a request and never answers (the metadata or the
-        # offsets) is reported within it. A fetch may wait at most half of it.
-        bootstrap_timeout_ms=waits_ms,
-        request_timeout_ms=waits_ms,
-        fetch_max_wait_ms=min(500, waits_ms // 2),
-        connections_max_idle_ms=max(540_000, waits_ms + 1),
-    )
+    # A fetch may wait at most half of the timeout.
+    consumer = bounded_consumer(bootstrap_servers, timeout_s, fetch_max_wait_ms=min(500, waits_ms // 2))
 
     def left_ms() -> int:
         return max(int((deadline - time.monotonic()) * 1000), 1)
