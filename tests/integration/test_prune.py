@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -57,12 +58,26 @@ def generation_tables(projections: Projections, view: str, generation: int) -> s
     return {f"kv_{view}_g{generation}_{t.name}" for t in projections.views[view].tables}
 
 
-def built(ledger: Ledger, clock: FakeClock) -> Projections:
-    publish_policy(ledger)
-    play(ledger, clock, seed=71, stories=3)
-    projections = Projections(ledger, page_size=25)
+def caught_up(
+    ledger: Ledger,
+    clock: FakeClock,
+    seeds: Iterable[int],
+    *,
+    stories: int,
+    steps: int = 25,
+    page_size: int = 1000,
+) -> Projections:
+    """A history played with these seeds (``play``), and every view built from it."""
+    for seed in seeds:
+        play(ledger, clock, seed=seed, stories=stories, steps=steps)
+    projections = Projections(ledger, page_size=page_size)
     projections.catch_up()
     return projections
+
+
+def built(ledger: Ledger, clock: FakeClock) -> Projections:
+    publish_policy(ledger)
+    return caught_up(ledger, clock, [71], stories=3, page_size=25)
 
 
 def test_a_rebuild_that_fails_drops_the_generations_it_left_unfinished(
@@ -223,9 +238,7 @@ def test_a_store_made_before_retired_times_gains_the_column_and_its_retired_coun
 def test_the_prune_command_says_what_it_drops_and_keeps(
     cli_store: Ledger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    play(cli_store, clock, seed=73, stories=2)
-    projections = Projections(cli_store)
-    projections.catch_up()
+    projections = caught_up(cli_store, clock, [73], stories=2)
     projections.rebuild("certificates")
     capsys.readouterr()
 
@@ -255,10 +268,7 @@ def rebuild_under_way(
     """A history played with these seeds, its views built; then `kiroku projections rebuild` in a
     process (its standard error piped), once it has applied a page of generation 2."""
     publish_policy(ledger)
-    for seed in seeds:
-        play(ledger, clock, seed=seed, stories=8, steps=30)
-    projections = Projections(ledger)
-    projections.catch_up()
+    projections = caught_up(ledger, clock, seeds, stories=8, steps=30)
     command = [sys.executable, "-m", "kiroku.cli", "projections", "--page-size", "5", "rebuild", *options]
     process = subprocess.Popen(command, env=environ, stderr=subprocess.PIPE, text=True)  # noqa: S603
     deadline = time.monotonic() + 120
@@ -306,9 +316,7 @@ def test_a_rebuild_killed_half_way_is_seen_as_building_and_pruned(
 def test_a_rebuild_that_finds_another_starting_says_so_and_makes_nothing(
     cli_store: Ledger, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    play(cli_store, clock, seed=74, stories=1)
-    projections = Projections(cli_store)
-    projections.catch_up()
+    projections = caught_up(cli_store, clock, [74], stories=1)
     store = projections.store
     planned = Generation("certificates", store.next_generation_number("certificates"), 0, "building")
     capsys.readouterr()
@@ -415,9 +423,7 @@ def test_running_views_prune_their_generations_as_often_as_asked(
 
 
 def test_the_run_command_prunes_on_its_schedule(cli_store: Ledger, clock: FakeClock) -> None:
-    play(cli_store, clock, seed=75, stories=1)
-    projections = Projections(cli_store)
-    projections.catch_up()
+    projections = caught_up(cli_store, clock, [75], stories=1)
     projections.rebuild("certificates")
     command = [sys.executable, "-m", "kiroku.cli", "projections", "run", "certificates"]
     process = subprocess.Popen(  # noqa: S603 - this repository's command
