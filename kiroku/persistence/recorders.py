@@ -142,6 +142,12 @@ def _expect_ids(ids: Sequence[int], stored_events: Sequence[StoredEvent]) -> Non
         raise ProgrammingError(f"expected {len(stored_events)} notification ids, the table gave {len(ids)}")
 
 
+#: The start of every statement whose rows :func:`_notifications` reads, in its columns' order.
+_SELECT_NOTIFICATIONS = (
+    "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
+)
+
+
 def _notifications(rows: Sequence[tuple[Any, ...]]) -> list[Notification]:
     """Rows of (notification_id, originator_id, originator_version, topic, state) as notifications."""
     return [
@@ -296,14 +302,10 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             "WHERE originator_id = w.originator_id AND originator_version > w.after_version) AS e "
             "ORDER BY 1, 2"
         ).format(table=events_table)
-        between = (
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
-            "WHERE notification_id BETWEEN %s AND %s"
-        )
+        between = _SELECT_NOTIFICATIONS + "WHERE notification_id BETWEEN %s AND %s"
         self._between_statement = SQL(between + " ORDER BY notification_id").format(table=events_table)
         self._page_statement = SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
-            "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
+            _SELECT_NOTIFICATIONS + "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
         ).format(table=events_table)
         self._snapshot_statements: dict[tuple[str, str], Composed] = {}
         self._between_of_kinds_statement = SQL(
@@ -395,8 +397,8 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
     def of_topic_statement(self, topic: str) -> Composed:
         """:meth:`notifications_of_topic`'s statement (parameters: the first id, the limit)."""
         return SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state FROM {table} "
-            "WHERE topic = {topic} AND notification_id >= %s ORDER BY notification_id LIMIT %s"
+            _SELECT_NOTIFICATIONS
+            + "WHERE topic = {topic} AND notification_id >= %s ORDER BY notification_id LIMIT %s"
         ).format(table=Identifier(self.datastore.schema, self.events_table_name), topic=Literal(topic))
 
     def _events_after(self, fresh: list[UUID], known: list[tuple[UUID, int]]) -> list[StoredEvent]:
