@@ -12,6 +12,7 @@ from psycopg import sql
 from domain.application import Ledger
 from kiroku.persistence.ddl_lock import ddl_lock
 from kiroku.persistence.keyring import keyring_for
+from kiroku.persistence.live import keepalive
 from kiroku.settings import Settings
 
 
@@ -35,6 +36,7 @@ def _connect(settings: Settings) -> psycopg.Connection[Any]:
             password=db.password,
             connect_timeout=5,
             autocommit=True,
+            **keepalive(db.dead_after_s),
         )
     except psycopg.OperationalError as exc:
         raise _unreachable(settings, exc) from exc

@@ -12,9 +12,11 @@ import os
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from kiroku.persistence.live import DEAD_AFTER_S
 
 
 class SettingsError(Exception):
@@ -33,6 +35,8 @@ class Database:
     user: str = ""
     password: str = field(default="", repr=False)
     schema: str = ""
+    #: Seconds of silence from PostgreSQL after which a connection counts as dead (a dark network).
+    dead_after_s: int = DEAD_AFTER_S
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment the ``eventsourcing`` library reads to build the recorders."""
@@ -46,7 +50,7 @@ class Database:
                 "SNAPSHOT_RECORDER_TOPIC": "kiroku.persistence.recorders:KirokuSQLiteSnapshotRecorder",
             }
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "kiroku.persistence.factory:KirokuPostgresFactory",
             "POSTGRES_DBNAME": self.dbname,
             "POSTGRES_HOST": self.host,
             "POSTGRES_PORT": str(self.port),
@@ -58,6 +62,7 @@ class Database:
             "POSTGRES_MAX_OVERFLOW": "4",
             "POSTGRES_LOCK_TIMEOUT": "10",
             "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "30",
+            "KIROKU_DATABASE_DEAD_AFTER": str(self.dead_after_s),
             "PROCESS_RECORDER_TOPIC": "kiroku.persistence.recorders:KirokuPostgresRecorder",
             "SNAPSHOT_RECORDER_TOPIC": "eventsourcing.postgres:PostgresAggregateRecorder",
         }
@@ -168,6 +173,10 @@ class Settings:
         url = env.get("KIROKU_DATABASE_URL") or env.get("DATABASE_URL") or "sqlite://"
         name = "KIROKU_DATABASE_URL" if env.get("KIROKU_DATABASE_URL") else "DATABASE_URL"
         database = parse_database_url(url, data_dir=data_dir, setting=name)
+        dead_after = env.get("KIROKU_DATABASE_DEAD_AFTER") or str(DEAD_AFTER_S)
+        if not dead_after.isdigit() or not 4 <= int(dead_after) <= 3600:
+            raise SettingsError("KIROKU_DATABASE_DEAD_AFTER: must be a whole number of seconds, 4-3600")
+        database = replace(database, dead_after_s=int(dead_after))
         keys: dict[str, bytes] = {}
         for setting, filename in (
             ("KIROKU_MASTER_KEY", "master.key"),

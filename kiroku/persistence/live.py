@@ -16,6 +16,13 @@ database is away, that fresh connection is not to be had, and the pool's
 timeout ends the wait as it did before.
 
 A connection cut while a statement runs on it still fails that statement.
+
+A network that goes dark (a host gone, a firewall that drops instead of
+refusing) closes nothing: without help, an idle connection looks healthy and a
+statement sent on it waits for ever. Every connection kiroku makes therefore
+asks the kernel (:func:`keepalive`) to probe a silent peer and to give up on
+data it cannot deliver, so that such a connection fails within the store's
+``dead_after_s`` (``KIROKU_DATABASE_DEAD_AFTER``) and is then found cut here.
 """
 
 from __future__ import annotations
@@ -31,6 +38,40 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg_pool import ConnectionPool
 
 log = logging.getLogger("kiroku.persistence")
+
+#: How long, by default, a connection may hear nothing from the server before it counts as dead.
+DEAD_AFTER_S = 30
+
+
+#: The names of the parameters :func:`keepalive` sets.
+KEEPALIVE_PARAMETERS = (
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+
+
+def keepalive(dead_after_s: int) -> dict[str, Any]:
+    """libpq's connection parameters that end a connection to a silent server within ``dead_after_s``.
+
+    TCP keepalive probes a connection that has been quiet for a third of the
+    time, every sixth of it, three times (an idle connection, or one waiting
+    for an answer to a statement the server received); ``tcp_user_timeout``
+    bounds how long data sent may go unacknowledged (a statement sent into
+    the dark). A server that is up answers the probes, however long its
+    statements take. On a Unix socket libpq leaves them out.
+    """
+    if dead_after_s < 4:
+        raise ValueError("dead_after_s must be at least 4 seconds")
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, dead_after_s // 3),
+        "keepalives_interval": max(1, dead_after_s // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": dead_after_s * 1000,
+    }
 
 
 def was_cut(conn: psycopg.Connection[Any]) -> bool:

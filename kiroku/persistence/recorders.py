@@ -38,7 +38,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from domain.tracking import FollowingTracking
-from kiroku.persistence.live import live_connection, live_transaction
+from kiroku.persistence.live import KEEPALIVE_PARAMETERS, live_connection, live_transaction
 
 KEYS_TABLE = "kiroku_subject_keys"
 #: How the asyncio connections (the API's access records) name themselves to PostgreSQL.
@@ -571,6 +571,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             connect_timeout=max(1, round(self.datastore.pool.timeout)),
             autocommit=True,
             application_name=ASYNC_APPLICATION_NAME,
+            **{key: kwargs[key] for key in KEEPALIVE_PARAMETERS if key in kwargs},
         )
 
     async def insert_async(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,6 +23,7 @@ from projections.service import Projections
 from tests.conftest import postgres_environ
 from tests.helpers import FakeClock, cause, publish_policy
 from tests.integration.api_support import TARO, Api
+from tests.integration.dark_network import DarkNetwork, DarkNetworkUnavailable
 from tests.integration.proxy import Proxy
 
 
@@ -96,3 +98,32 @@ def proxied(proxied_environ: tuple[dict[str, str], dict[str, str], Proxy]) -> It
     publish_policy(ledger)
     yield ledger, proxy
     ledger.close()
+
+
+#: The seconds of silence after which the dark-network tests' connections count as dead.
+DARK_DEAD_AFTER_S = 4
+
+
+@pytest.fixture
+def dark_environ(postgres_url: str, postgres_schema: str) -> Iterator[tuple[dict[str, str], DarkNetwork]]:
+    """The settings of a store in this schema (fresh keys) reached across a link the test can take
+    down (:class:`DarkNetwork`), connections dead after ``DARK_DEAD_AFTER_S`` of silence; and the link."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        directories = conn.execute("SHOW unix_socket_directories").fetchone()
+        port = conn.execute("SHOW port").fetchone()
+    assert directories is not None and port is not None
+    unix_socket = str(PurePosixPath(directories[0].split(",")[0].strip()) / f".s.PGSQL.{port[0]}")
+    try:
+        network = DarkNetwork(unix_socket)
+    except DarkNetworkUnavailable as exc:
+        pytest.fail(f"a dark network cannot be made here: {exc}; these tests need root and do not skip")
+    parts = urlsplit(postgres_url)
+    user = parts.username or "postgres"
+    url = f"postgresql://{user}@{network.host}:{network.port}{parts.path}?schema={postgres_schema}"
+    environ = {
+        **postgres_environ(postgres_url, postgres_schema),
+        "DATABASE_URL": url,
+        "KIROKU_DATABASE_DEAD_AFTER": str(DARK_DEAD_AFTER_S),
+    }
+    yield environ, network
+    network.close()

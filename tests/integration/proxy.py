@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import selectors
+import signal
 import socket
+import sys
 import threading
 import time
 
 
 class Proxy:
-    """Forwards 127.0.0.1:<port> to a target. ``cut()`` drops every connection and refuses new ones."""
+    """Forwards 127.0.0.1:<port> to a target. ``cut()`` drops every connection and refuses new ones.
 
-    def __init__(self, target_host: str, target_port: int, listen_port: int = 0) -> None:
+    The target is a host and port, or (``target_port`` None) the path of a Unix socket.
+    """
+
+    def __init__(
+        self, target_host: str, target_port: int | None, listen_port: int = 0, listen_host: str = "127.0.0.1"
+    ) -> None:
         self.target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", listen_port))
+        self._listener = socket.create_server((listen_host, listen_port))
         self.port: int = self._listener.getsockname()[1]
         self._open = threading.Event()
         self._open.set()
@@ -39,13 +46,25 @@ class Proxy:
                 client.close()  # unreachable: the connection is refused at once
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect()
             except OSError:
                 client.close()
                 continue
             with self._lock:
                 self._pairs.append((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        host, port = self.target
+        if port is not None:
+            return socket.create_connection((host, port), timeout=5)
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(host)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
 
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         selector = selectors.DefaultSelector()
@@ -140,3 +159,20 @@ class _Requests:
             self._skip = int.from_bytes(self._head[:4], "big") - 2
             self._head = b""
         return found
+
+
+def main() -> None:
+    """``python -m tests.integration.proxy LISTEN_HOST UNIX_SOCKET``: a proxy in a process of its own.
+
+    It prints the port it listens on, then forwards until it is terminated.
+    """
+    listen_host, unix_socket = sys.argv[1:3]
+    proxy = Proxy(unix_socket, None, listen_host=listen_host)
+    print(proxy.port, flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    proxy.close()
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    main()

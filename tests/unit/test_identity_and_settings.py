@@ -25,6 +25,7 @@ from domain.identity import (
     subject_id_for,
     uuid_order,
 )
+from kiroku.persistence.live import DEAD_AFTER_S, keepalive
 from kiroku.settings import Settings, SettingsError
 from tests.helpers import T0
 
@@ -146,6 +147,10 @@ def test_postgres_needs_explicit_keys() -> None:
         ({"KIROKU_INGEST_EPOCH": "2027 01"}, "KIROKU_INGEST_EPOCH"),
         ({"KIROKU_INGEST_EPOCH": "a:b"}, "KIROKU_INGEST_EPOCH"),
         ({"KIROKU_INGEST_EPOCH": "e" * 65}, "KIROKU_INGEST_EPOCH"),
+        ({"KIROKU_DATABASE_DEAD_AFTER": "3"}, "KIROKU_DATABASE_DEAD_AFTER"),
+        ({"KIROKU_DATABASE_DEAD_AFTER": "3601"}, "KIROKU_DATABASE_DEAD_AFTER"),
+        ({"KIROKU_DATABASE_DEAD_AFTER": "2.5"}, "KIROKU_DATABASE_DEAD_AFTER"),
+        ({"KIROKU_DATABASE_DEAD_AFTER": "-30"}, "KIROKU_DATABASE_DEAD_AFTER"),
     ],
 )
 def test_a_bad_setting_is_named(environ: dict[str, str], named: str, tmp_path: Path) -> None:
@@ -158,6 +163,29 @@ def test_the_ingest_epoch_names_the_positions(tmp_path: Path) -> None:
     assert Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path)}).stream_prefix == ""
     epoch = Settings.from_env({"KIROKU_DATA_DIR": str(tmp_path), "KIROKU_INGEST_EPOCH": "2027-01_b.2"})
     assert epoch.stream_prefix == "2027-01_b.2:"
+
+
+def test_a_connection_to_a_silent_server_ends_within_the_dead_after_setting(tmp_path: Path) -> None:
+    key = base64.b64encode(b"k" * 32).decode()
+    environ = {"DATABASE_URL": "postgresql://u@h/db", "KIROKU_MASTER_KEY": key, "KIROKU_PSEUDONYM_KEY": key}
+    assert Settings.from_env(environ).database.dead_after_s == DEAD_AFTER_S == 30
+    database = Settings.from_env({**environ, "KIROKU_DATABASE_DEAD_AFTER": "12"}).database
+    assert database.eventsourcing_env()["KIROKU_DATABASE_DEAD_AFTER"] == "12"
+    for seconds in (4, 5, 6, 7, 12, 30, 3600):
+        parameters = keepalive(seconds)
+        assert parameters["keepalives"] == 1 and parameters["tcp_user_timeout"] == seconds * 1000
+        probed = parameters["keepalives_idle"]
+        probed += parameters["keepalives_interval"] * parameters["keepalives_count"]
+        assert probed <= seconds, "an idle connection to a silent server is given up within the setting"
+    assert keepalive(30) == {
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }
+    with pytest.raises(ValueError, match="at least 4"):
+        keepalive(3)
 
 
 def test_the_password_never_appears_in_descriptions() -> None:
