@@ -24,7 +24,6 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from domain.tracking import FollowingTracking
-from kiroku.persistence.live import live_connection, live_transaction
 from kiroku.persistence.recorders import FollowingPostgresTracking, FollowingSQLiteTracking
 from projections.sql import (
     Dialect,
@@ -593,14 +592,9 @@ class PostgresViewStore(FollowingPostgresTracking, _TrackingRecorderBacked, View
             yield cursor
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with live_transaction(self.datastore, commit=True) as cursor:
-            yield cursor
-
-    @contextmanager
     def reading(self) -> Iterator[Any]:
         # No transaction: each read is one statement, one round trip (not BEGIN, SELECT, ROLLBACK).
-        with live_connection(self.datastore) as conn, conn.cursor() as cursor:
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
             yield cursor
 
     def read_together(self, reads: Sequence[Read]) -> list[list[dict[str, Any]]]:

@@ -6,12 +6,14 @@ from typing import Any
 
 from eventsourcing.postgres import PostgresFactory
 
-from kiroku.persistence.live import DEAD_AFTER_S, keepalive
+from kiroku.persistence.live import DEAD_AFTER_S, keepalive, make_live
 
 
 class KirokuPostgresFactory(PostgresFactory):
-    """:class:`PostgresFactory` whose pool's connections end within ``KIROKU_DATABASE_DEAD_AFTER`` seconds
-    of silence from the server (:func:`kiroku.persistence.live.keepalive`).
+    """:class:`PostgresFactory` whose datastore never hands out a connection the server cut while it was
+    idle (:class:`kiroku.persistence.live.LivePostgresDatastore`), and whose connections end within
+    ``KIROKU_DATABASE_DEAD_AFTER`` seconds of silence from the server
+    (:func:`kiroku.persistence.live.keepalive`).
 
     Every connection kiroku opens beside the pool (the view runners' locks and
     notifications, the tables' creation) is made from the pool's parameters,
@@ -22,6 +24,7 @@ class KirokuPostgresFactory(PostgresFactory):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        make_live(self.datastore)
         parameters = self.datastore.pool.kwargs
         assert isinstance(parameters, dict)
         parameters.update(keepalive(int(self.env.get(self.DEAD_AFTER) or DEAD_AFTER_S)))

@@ -26,7 +26,6 @@ from psycopg.sql import SQL
 
 from domain.errors import PersonalDataErased
 from domain.identity import uuid_order
-from kiroku.persistence.live import live_connection, live_transaction
 from kiroku.persistence.recorders import (
     KEYS_TABLE,
     KirokuPostgresRecorder,
@@ -171,7 +170,7 @@ class PostgresKeyRing(_KeyTable):
         ).format(t=table)
 
     def _fetch_or_insert(self, subject_id: UUID, generation: int, wrapped: bytes) -> bytes | None:
-        with live_transaction(self.datastore, commit=True) as curs:
+        with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._insert, (subject_id, generation, wrapped))
             # Read committed: this sees our row, or the row of whoever inserted first.
             curs.execute(self._select_one, (subject_id, generation))
@@ -184,7 +183,7 @@ class PostgresKeyRing(_KeyTable):
     ) -> list[tuple[UUID, int, bytes | None]]:
         ids = [c[0] for c in candidates]
         generations = [c[1] for c in candidates]
-        with live_transaction(self.datastore, commit=True) as curs:
+        with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._insert_many, (ids, generations, [c[2] for c in candidates]))
             # A statement of its own (read committed): it sees the rows of whoever inserted first.
             curs.execute(self._select_pairs, (ids, generations))
@@ -196,7 +195,7 @@ class PostgresKeyRing(_KeyTable):
 
     def _fetch_many(self, subject_ids: list[UUID]) -> list[tuple[UUID, int, bytes | None]]:
         # One statement, no transaction around it: one round trip for every reader.
-        with live_connection(self.datastore) as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_many, (subject_ids,))
             rows = curs.fetchall()
         return [

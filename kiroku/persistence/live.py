@@ -6,7 +6,7 @@ dead, and the pool does not know until a statement fails on one. Each one then
 failed a request (the API answered 503) or a batch (ingest waited and tried
 again), one after the other, after the database was back.
 
-:func:`live_connection` looks before it hands a connection out: an idle
+:class:`LivePostgresDatastore` looks before it hands a connection out: an idle
 connection has nothing to read, so one ``select`` call (about a microsecond)
 passes a healthy one. One with something to read (the server's goodbye, or a
 notice) is asked with a round trip; if the server has cut it, the pool's other
@@ -91,21 +91,34 @@ def was_cut(conn: psycopg.Connection[Any]) -> bool:
     return False
 
 
-@contextmanager
-def live_connection(datastore: PostgresDatastore) -> Iterator[psycopg.Connection[Any]]:
-    """``datastore.get_connection()``, never with a connection the server cut while it was idle."""
-    for last in (False, True):
-        with datastore.get_connection() as conn:
-            if last or not was_cut(conn):
-                yield conn
-                return
-        # Cut: the server restarted or terminated backends, so the other idle ones most likely are too.
-        log.warning("a database connection was closed by the server while idle; testing the pool's others")
-        datastore.pool.check()
+class LivePostgresDatastore(PostgresDatastore):
+    """A datastore whose ``get_connection`` (and so ``transaction``, and every statement of the
+    library's recorders and of kiroku's) never hands out a connection the server cut while it was idle.
+
+    The factory makes its datastore one (:func:`make_live`).
+    """
+
+    @contextmanager
+    def get_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        for last in (False, True):
+            with super().get_connection() as conn:
+                if last or not was_cut(conn):
+                    yield conn
+                    return
+            # Cut: the server restarted or terminated backends, so the other idle ones most likely are too.
+            log.warning(
+                "a database connection was closed by the server while idle; testing the pool's others"
+            )
+            self.pool.check()
 
 
-@contextmanager
-def live_transaction(datastore: PostgresDatastore, *, commit: bool) -> Iterator[psycopg.Cursor[Any]]:
-    """``datastore.transaction(commit=...)`` on a :func:`live_connection`."""
-    with live_connection(datastore) as conn, conn.transaction(force_rollback=not commit):
-        yield conn.cursor()
+def make_live(datastore: PostgresDatastore) -> LivePostgresDatastore:
+    """The library's datastore, made a :class:`LivePostgresDatastore` (the same object).
+
+    The library's factory builds its datastore itself, from the environment;
+    this gives that object the one method it overrides and no new state.
+    """
+    if not isinstance(datastore, LivePostgresDatastore):
+        datastore.__class__ = LivePostgresDatastore
+    assert isinstance(datastore, LivePostgresDatastore)
+    return datastore

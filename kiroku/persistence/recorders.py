@@ -38,7 +38,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from domain.tracking import FollowingTracking
-from kiroku.persistence.live import KEEPALIVE_PARAMETERS, live_connection, live_transaction
+from kiroku.persistence.live import KEEPALIVE_PARAMETERS
 
 KEYS_TABLE = "kiroku_subject_keys"
 #: How the asyncio connections (the API's access records) name themselves to PostgreSQL.
@@ -188,12 +188,6 @@ class FollowingPostgresTracking(PostgresTrackingRecorder):
             "RETURNING notification_id"
         ).format(table=table)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def max_tracking_id(self, application_name: str) -> int | None:
-        """The library's read of a position, on a connection the server has not cut (``live_connection``)."""
-        with live_connection(self.datastore) as conn, conn.cursor() as curs:
-            return self._max_tracking_id(application_name, curs)
-
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
         if not isinstance(tracking, FollowingTracking) or not self.datastore.single_row_tracking:
             super()._insert_tracking(curs, tracking)
@@ -304,9 +298,6 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         ).format(table=events_table)
         between = _SELECT_NOTIFICATIONS + "WHERE notification_id BETWEEN %s AND %s"
         self._between_statement = SQL(between + " ORDER BY notification_id").format(table=events_table)
-        self._page_statement = SQL(
-            _SELECT_NOTIFICATIONS + "WHERE notification_id >= %s ORDER BY notification_id LIMIT %s"
-        ).format(table=events_table)
         self._snapshot_statements: dict[tuple[str, str], Composed] = {}
         self._between_of_kinds_statement = SQL(
             between + f" AND {event_type_sql('topic')} = ANY(%s) ORDER BY notification_id"
@@ -332,7 +323,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         if topics is not None:
             if after is not None:
                 raise ValueError("events of some topics are read whole, not after a version")
-            with live_connection(self.datastore) as conn, conn.cursor() as curs:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(self._events_of_topics_statement, (list(ids), list(topics)), prepare=True)
                 return _stored_events(curs.fetchall())
         if after is not None:
@@ -341,44 +332,9 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             if known:
                 return self._events_after(fresh, known)
         # One statement, no transaction around it: one round trip (not BEGIN, SELECT, ROLLBACK).
-        with live_connection(self.datastore) as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._events_of_statement, (list(ids),), prepare=True)
             return _stored_events(curs.fetchall())
-
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def max_notification_id(self) -> int | None:
-        """The library's read of the head, on a connection the server has not cut (``live_connection``)."""
-        with live_connection(self.datastore) as conn, conn.cursor() as curs:
-            curs.execute(self.max_notification_id_statement)
-            row = curs.fetchone()
-            assert row is not None
-            head: int | None = row["max"]
-            return head
-
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]:
-        """The library's; the plain page a view runner reads (from ``start``, at most ``limit``) on a live
-        connection (``live_connection``), the rest as the library reads them."""
-        if start is None or stop is not None or topics or not inclusive_of_start:
-            found: Sequence[Notification] = super().select_notifications(
-                start, limit, stop, topics, inclusive_of_start=inclusive_of_start
-            )
-            return found
-        page: list[Notification] = self._page_from(start, limit)
-        return page
-
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def _page_from(self, start: int, limit: int) -> list[Notification]:
-        with live_connection(self.datastore) as conn, conn.cursor(row_factory=tuple_row) as curs:
-            curs.execute(self._page_statement, (start, limit), prepare=True)
-            return _notifications(curs.fetchall())
 
     def notifications_of_topic(self, topic: str, start: int, limit: int) -> Sequence[Notification]:
         """The events of one topic from notification id ``start`` on, at most ``limit``, in order.
@@ -390,7 +346,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         if topic not in LISTED_TOPICS:
             found: Sequence[Notification] = self.select_notifications(start, limit, topics=[topic])
             return found
-        with live_connection(self.datastore) as conn, conn.cursor(row_factory=tuple_row) as curs:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             curs.execute(self.of_topic_statement(topic), (start, limit))
             return _notifications(curs.fetchall())
 
@@ -403,7 +359,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
 
     def _events_after(self, fresh: list[UUID], known: list[tuple[UUID, int]]) -> list[StoredEvent]:
         """All events of ``fresh``, and those after the given version of ``known``, in one statement."""
-        with live_transaction(self.datastore, commit=False) as curs:
+        with self.datastore.transaction(commit=False) as curs:
             # The per-aggregate scans are estimated high on a table not yet analysed, and
             # compiling the statement (JIT) then took longer than running it.
             curs.execute("SET LOCAL jit = off")
@@ -416,7 +372,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
 
     def max_tracking_ids(self, application_names: Sequence[str]) -> dict[str, int]:
         """``max_tracking_id`` of each of these names that has a tracking record, in one statement."""
-        with live_connection(self.datastore) as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._max_tracking_ids_statement, (list(application_names),), prepare=True)
             return {row["application_name"]: row["position"] for row in curs.fetchall()}
 
@@ -438,17 +394,17 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
             # One aggregate (a command's or the API's read): a lighter statement, since
             # the general one took about 0.4 ms more to plan and run.
             statement = self._with_snapshots(snapshots_table, _SNAPSHOT_AND_EVENTS_OF_ONE)
-            with live_connection(self.datastore) as conn, conn.cursor() as curs:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(statement, {"id": fresh[0]}, prepare=True)
                 return _split_snapshots(curs.fetchall())
         statement = self._with_snapshots(snapshots_table, _SNAPSHOTS_AND_EVENTS_OF)
         # Named, so that the ids, used twice, are sent once.
         params = {"fresh": fresh, "known": [i for i, _ in known], "versions": [v for _, v in known]}
         if len(ids) <= _FEW_READS:
-            with live_connection(self.datastore) as conn, conn.cursor() as curs:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(statement, params, prepare=True)
                 return _split_snapshots(curs.fetchall())
-        with live_transaction(self.datastore, commit=False) as curs:
+        with self.datastore.transaction(commit=False) as curs:
             # As in _events_after: estimates of the per-aggregate scans made PostgreSQL
             # compile the statement (JIT), which took longer than running it.
             curs.execute("SET LOCAL jit = off")
@@ -474,7 +430,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         The database leaves out the other kinds, so they are neither sent nor
         turned into objects here.
         """
-        with live_connection(self.datastore) as conn, conn.cursor(row_factory=tuple_row) as curs:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
             if event_types is None:
                 curs.execute(self._between_statement, (first, last), prepare=True)
             else:
@@ -496,7 +452,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         ids: list[int] = []
         if 0 < len(stored_events) <= _FEW_EVENTS and not kwargs.get("tracking") and not kwargs.get("shred"):
             return self._insert_few_in_one_round_trip(stored_events)
-        with live_transaction(self.datastore, commit=True) as curs:
+        with self.datastore.transaction(commit=True) as curs:
             self._insert_events(curs, stored_events, **kwargs)
             if not stored_events:
                 return ids
@@ -529,7 +485,7 @@ class KirokuPostgresRecorder(FollowingPostgresTracking, PostgresProcessRecorder)
         """
         statement = self._one_round_trip(stored_events)
         ids: list[int] = []
-        with live_connection(self.datastore) as conn, conn.cursor() as curs:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             try:
                 curs.execute(statement)
             except psycopg.Error:

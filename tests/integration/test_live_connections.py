@@ -1,4 +1,5 @@
-"""Connections the server cut while they sat idle in the pool are not handed out (kiroku.persistence.live)."""
+"""Connections the server cut while they sat idle in the pool are not handed out (kiroku.persistence.live):
+not for kiroku's statements, nor for the library's."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from uuid import UUID
 
 import psycopg
 import pytest
-from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.postgres import PostgresDatastore
 
 from domain.application import Ledger
-from kiroku.persistence.live import live_connection, live_transaction, was_cut
+from kiroku.persistence.live import LivePostgresDatastore, was_cut
 from kiroku.persistence.recorders import KirokuPostgresRecorder
 from projections.service import Projections
 from tests.helpers import FakeClock
@@ -24,6 +25,7 @@ from tests.integration.test_projections import play
 def datastore_of(ledger: Ledger) -> PostgresDatastore:
     recorder = ledger.recorder
     assert isinstance(recorder, KirokuPostgresRecorder)
+    assert isinstance(recorder.datastore, LivePostgresDatastore), "the factory makes its datastore live"
     return recorder.datastore
 
 
@@ -53,7 +55,7 @@ def test_a_cut_connection_is_not_handed_out_and_the_pools_others_are_replaced(
     cut = cut_idle_connections(datastore, postgres_url)
     assert len(cut) >= 2, "the pool held several connections"
 
-    with live_connection(datastore) as conn:
+    with datastore.get_connection() as conn:
         row = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
     assert row is not None and row["pid"] not in cut
 
@@ -64,24 +66,24 @@ def test_a_cut_connection_is_not_handed_out_and_the_pools_others_are_replaced(
     assert not set(pids) & cut
 
 
-def test_a_healthy_connection_is_handed_out_and_live_transactions_commit_or_roll_back(
+def test_a_healthy_connection_is_handed_out_and_transactions_commit_or_roll_back(
     pg_ledger: Ledger,
 ) -> None:
     datastore = datastore_of(pg_ledger)
     made = datastore.pool.get_stats()["connections_num"]
     for _ in range(10):
-        with live_connection(datastore) as conn:
+        with datastore.get_connection() as conn:
             assert not was_cut(conn)
             assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
     assert datastore.pool.get_stats()["connections_num"] == made, "the pool's idle connections, no new one"
     table = f'"{datastore.schema}".live_check'
-    with live_transaction(datastore, commit=False) as cursor:
+    with datastore.transaction(commit=False) as cursor:
         cursor.execute(f"CREATE TABLE {table} (x int)")
-    with live_transaction(datastore, commit=True) as cursor:
+    with datastore.transaction(commit=True) as cursor:
         cursor.execute("SELECT to_regclass(%s) AS found", (table,))
         assert cursor.fetchone() == {"found": None}, "rolled back"
         cursor.execute(f"CREATE TABLE {table} (x int)")
-    with live_connection(datastore) as conn:
+    with datastore.get_connection() as conn:
         found = conn.execute("SELECT to_regclass(%s)::text AS found", (table,)).fetchone()
         assert found is not None and found["found"] is not None, "committed"
 
@@ -118,18 +120,23 @@ def test_every_kind_of_read_works_at_once_after_the_server_cut_the_pool(
         "positions": lambda: recorder.max_tracking_ids(["no-such-stream"]),
         "a view's position (the library's read)": lambda: projections.store.position(certificates),
         "the head (the library's read)": recorder.max_notification_id,
-        "a view runner's page": lambda: recorder.select_notifications(1, 50),
+        "a view runner's page (the library's read)": lambda: recorder.select_notifications(1, 50),
+        "events of some kinds (the library's read)": lambda: recorder.select_notifications(
+            1, 1000, topics=[n.topic for n in recorder.select_notifications(1, 1)]
+        ),
+        "an aggregate (the library's read)": lambda: recorder.select_events(record_id),
+        "an aggregate (the library's repository)": lambda: pg_ledger.repository.get(record_id).version,
     }
     expected = {name: read() for name, read in reads.items()}
     assert expected["a subject (views and keys)"] is not None
     assert len(expected["a listed kind (dead letters)"]) == 3
     assert expected["a view's position (the library's read)"] == expected["the head (the library's read)"]
-    # The page as the library reads it, and the other forms of the read still the library's own.
-    assert expected["a view runner's page"] == PostgresProcessRecorder.select_notifications(recorder, 1, 50)
-    assert len(expected["a view runner's page"]) == 50
-    assert recorder.select_notifications(None, 3) == recorder.select_notifications(1, 3)
-    assert [n.id for n in recorder.select_notifications(10, 5, stop=12)] == [10, 11, 12]
-    assert [n.id for n in recorder.select_notifications(10, 2, inclusive_of_start=False)] == [11, 12]
+    assert len(expected["a view runner's page (the library's read)"]) == 50
+    assert expected["events of some kinds (the library's read)"]
+    assert (
+        len(expected["an aggregate (the library's read)"])
+        == expected["an aggregate (the library's repository)"]
+    )
     pool = datastore_of(pg_ledger).pool
     for name, read in reads.items():
         cut = cut_idle_connections(datastore_of(pg_ledger), postgres_url)
