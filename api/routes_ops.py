@@ -78,6 +78,13 @@ def metrics(context: AppContext) -> PlainTextResponse:
             "Partitions ingest records nothing from until a person decides (see `kiroku consume status`).",
             [("", counters.stopped_partitions)],
         )
+        _metric(
+            lines,
+            "kiroku_ingest_broker_silent",
+            "gauge",
+            "1 while the broker has not answered ingest's consumer for a session timeout (see its log).",
+            [("", counters.broker_silent)],
+        )
     access = context.access_log.counts
     _metric(
         lines,

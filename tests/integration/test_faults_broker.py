@@ -32,10 +32,15 @@ def test_the_broker_unreachable_at_start_then_gone_mid_run(
     worker = threading.Thread(target=ingest.run, daemon=True)
     worker.start()
     try:
-        time.sleep(5)
+        time.sleep(8)  # longer than the session timeout (6 s)
         assert handled(ingest.counters) == 0
+        told = [r.getMessage() for r in caplog.records if r.name == "kiroku.ingest"]
+        assert any(m.startswith(f"waiting for the broker at {bootstrap}") for m in told), told
+        assert ingest.counters.broker_silent == 1
         proxy.restore()
         wait_for(lambda: handled(ingest.counters) >= 300, what="ingest after the broker came back")
+        assert any("answers again" in r.getMessage() for r in caplog.records if r.name == "kiroku.ingest")
+        assert ingest.counters.broker_silent == 0
         proxy.outage(6)  # gone for a while mid-run
         wait_for(lambda: handled(ingest.counters) >= len(messages), timeout=300, what="the rest")
     finally:

@@ -69,7 +69,9 @@ def test_the_service_comes_up_with_demo_traffic_and_the_api_answers(tmp_path: Pa
         while time.monotonic() < deadline + 60 and ingested() < 20:
             time.sleep(0.5)
         assert ingested() >= 20, "demo traffic flows in"
-        assert "\nkiroku_ingest_partitions_stopped 0\n" in httpx.get(f"{base}/metrics", timeout=5).text
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        assert "\nkiroku_ingest_partitions_stopped 0\n" in metrics
+        assert "\nkiroku_ingest_broker_silent 0\n" in metrics, log.read_text()[-3000:]
         assert httpx.get(f"{base}/ready", timeout=5).status_code == 200
         collected: list[object] = []
         while time.monotonic() < deadline + 90 and not collected:
