@@ -410,7 +410,9 @@ class Ingest:
         the last one is unanswered nor while the group coordinator is unknown,
         so the time since the last one (``heartbeat_age_s``) grows while the
         broker is silent; before the first, the time since the consumer was
-        made counts. Looked at once a second; told again every minute.
+        made counts. Looked at once a second; told again every minute. A
+        rebalance that waits for a member busy with a long batch stops the
+        heartbeats too, and is told the same way.
         """
         now = time.monotonic()
         if now < self._next_broker_look:
@@ -422,7 +424,13 @@ class Ingest:
         if silent_for >= self.settings.session_timeout_ms / 1000:
             if not self.counters.broker_silent or now >= self._next_silence_report:
                 how = "not in the group after" if age is None else "no answer from its group coordinator in"
-                log.warning("waiting for the broker at %s: %s %.0fs", where, how, silent_for)
+                log.warning(
+                    "waiting for the broker at %s: %s %.0fs (the broker unreachable, or a rebalance "
+                    "waiting for another member of the group)",
+                    where,
+                    how,
+                    silent_for,
+                )
                 self._next_silence_report = now + 60.0
             self.counters.broker_silent = 1
         elif self.counters.broker_silent:
