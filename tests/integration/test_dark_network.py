@@ -24,11 +24,14 @@ from domain.application import Ledger
 from kiroku.bootstrap import build_ledger
 from kiroku.persistence.recorders import KirokuPostgresRecorder
 from kiroku.settings import Settings
+from projections.service import Projections
 from tests.conftest import postgres_environ
-from tests.helpers import publish_policy
+from tests.helpers import FakeClock, publish_policy
 from tests.integration.conftest import DARK_DEAD_AFTER_S
 from tests.integration.dark_network import DarkNetwork
 from tests.integration.kafka_support import handled, publish, receipts, running, settings_for, wait_for
+from tests.integration.test_faults_views import equal_to_a_rebuild, settled
+from tests.integration.test_projections import play
 
 
 def test_every_connection_kiroku_makes_gives_up_on_a_silent_server(
@@ -173,3 +176,56 @@ def test_ingest_from_a_broker_gone_dark_says_so_resumes_and_records_every_messag
     recorded = receipts(pg_ledger)
     assert len(recorded) == len(set(recorded)) == len(messages)
     assert ingest.counters.dead_letters == 0
+
+
+@pytest.mark.slow
+def test_views_in_the_dark_wait_say_so_and_catch_up_equal_to_a_rebuild(
+    dark_environ: tuple[dict[str, str], DarkNetwork],
+    postgres_url: str,
+    postgres_schema: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every connection the views hold (the pool's, each view's lock and its LISTEN) crosses the link."""
+    environ, network = dark_environ
+    straight = postgres_environ(postgres_url, postgres_schema)["DATABASE_URL"]  # not across the link
+    direct = build_ledger(Settings.from_env({**environ, "DATABASE_URL": straight}), clock=clock)
+    across = build_ledger(Settings.from_env(environ), clock=clock)
+    caplog.set_level(logging.INFO, logger="kiroku.projections")
+    projections = Projections(across, page_size=50, poll_interval=0.2, max_backoff_s=1.0)
+    running = threading.Thread(target=projections.run, name="views")
+    try:
+        publish_policy(direct)
+        play(direct, clock, seed=44, stories=2)
+        running.start()
+        caught_up = settled(direct, list(projections.views))
+        wait_for(caught_up, 60, what="the first catch-up")
+        network.dark()
+        try:
+            play(direct, clock, seed=45, stories=2)
+
+            def all_wait() -> bool:
+                told = [r.getMessage() for r in caplog.records]
+                return all(any(f"waiting for the database to run view {n}" in m for m in told) for n in names)
+
+            names = list(projections.views)
+            wait_for(all_wait, 90, what="every view to say it waits for the database")
+            assert not caught_up(), "nothing is applied in the dark"
+        finally:
+            network.light()
+        wait_for(caught_up, 120, what="the catch-up")
+        assert running.is_alive(), "the views are still being followed"
+    finally:
+        projections.stop()
+        if running.is_alive():
+            running.join(60)
+        across.close()
+    assert not running.is_alive()
+    told = [r.getMessage() for r in caplog.records]
+    for name in projections.views:
+        assert any(f"view {name}: the database answers again" in m for m in told), name
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    try:
+        equal_to_a_rebuild(projections, direct)
+    finally:
+        direct.close()
