@@ -239,6 +239,8 @@ class Ingest:
 
     #: How often a partition stopped for LOST messages looks whether a person accepted the gap (s).
     recheck_lost_s: float = 30.0
+    #: How often a broker that still does not answer is told again in the log (s).
+    broker_silence_report_s: float = 60.0
 
     def __init__(
         self,
@@ -410,7 +412,8 @@ class Ingest:
         the last one is unanswered nor while the group coordinator is unknown,
         so the time since the last one (``heartbeat_age_s``) grows while the
         broker is silent; before the first, the time since the consumer was
-        made counts. Looked at once a second; told again every minute. A
+        made counts. Looked at once a second; told again every
+        ``broker_silence_report_s`` (a minute) while it lasts. A
         rebalance that waits for a member busy with a long batch stops the
         heartbeats too, and is told the same way.
         """
@@ -431,7 +434,7 @@ class Ingest:
                     how,
                     silent_for,
                 )
-                self._next_silence_report = now + 60.0
+                self._next_silence_report = now + self.broker_silence_report_s
             self.counters.broker_silent = 1
         elif self.counters.broker_silent:
             log.warning("the broker at %s answers again", where)
