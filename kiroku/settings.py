@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from kiroku.persistence.live import DEAD_AFTER_S
+#: How long, by default, a connection may hear nothing from PostgreSQL before it counts as dead
+#: (``KIROKU_DATABASE_DEAD_AFTER``; ``kiroku.persistence.live.keepalive``).
+DEAD_AFTER_S = 30
 
 
 class SettingsError(Exception):

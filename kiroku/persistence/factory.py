@@ -6,7 +6,8 @@ from typing import Any
 
 from eventsourcing.postgres import PostgresFactory
 
-from kiroku.persistence.live import DEAD_AFTER_S, keepalive, make_live
+from kiroku.persistence.live import keepalive, make_live
+from kiroku.settings import DEAD_AFTER_S
 
 
 class KirokuPostgresFactory(PostgresFactory):

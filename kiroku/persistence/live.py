@@ -39,10 +39,6 @@ from psycopg_pool import ConnectionPool
 
 log = logging.getLogger("kiroku.persistence")
 
-#: How long, by default, a connection may hear nothing from the server before it counts as dead.
-DEAD_AFTER_S = 30
-
-
 #: The names of the parameters :func:`keepalive` sets.
 KEEPALIVE_PARAMETERS = (
     "keepalives",

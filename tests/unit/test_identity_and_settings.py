@@ -25,8 +25,8 @@ from domain.identity import (
     subject_id_for,
     uuid_order,
 )
-from kiroku.persistence.live import DEAD_AFTER_S, keepalive
-from kiroku.settings import Settings, SettingsError
+from kiroku.persistence.live import keepalive
+from kiroku.settings import DEAD_AFTER_S, Settings, SettingsError
 from tests.helpers import T0
 
 SECRET = b"s" * 32
